@@ -1,0 +1,49 @@
+# composer: the two entry points are `make demo` (set up + run the example) and `make test`
+# (set up + every check and test). Both install what they need on a fresh Debian 12 machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CACHE ?= .cache
+# Debian packages the tests need (dpkg-deb and apt fetch the Compose v2 reference binary).
+APT_PACKAGES ?= ca-certificates dpkg
+COMPOSE_V2 := $(CACHE)/peers/docker-compose
+STACK ?= stacks/demo/compose.yaml
+
+.PHONY: demo install apt peers check test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install:$$missing" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The reference peer for the differential tests and benchmarks (skipped, with a reason, if this fails).
+peers:
+	-@bash tests/tools/fetch-compose-v2.sh $(CACHE)/peers >/dev/null 2>&1 || echo "note: Docker Compose v2 not fetched; differential tests will be skipped" >&2
+
+check: install
+	$(VENV)/bin/ruff check composer tests bench
+	$(VENV)/bin/ruff format --check composer tests bench
+	$(VENV)/bin/mypy
+
+demo: install
+	$(VENV)/bin/composer -f $(STACK) config
+
+test: apt install peers check
+	COMPOSER_COMPOSE_V2=$(abspath $(COMPOSE_V2)) $(PY) -m pytest -q
+
+bench: install peers
+	COMPOSER_COMPOSE_V2=$(abspath $(COMPOSE_V2)) $(PY) bench/config_load.py
+
+clean:
+	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache .hypothesis
