@@ -6,6 +6,7 @@ shown only with --debug.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,15 +26,28 @@ class Location:
 PathPart = str | int
 
 
+def _plain_key(key: str) -> bool:
+    return bool(key) and key.isprintable() and not any(ch.isspace() or ch in '[]"' for ch in key)
+
+
 def format_path(path: Sequence[PathPart]) -> str:
-    """`("services", "web", "ports", 0)` -> `services.web.ports[0]`."""
+    """`("services", "web", "ports", 0)` -> `services.web.ports[0]`; odd keys as `["a b"]`."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _plain_key(part):
+            out += "[" + json.dumps(part, ensure_ascii=False) + "]"
         else:
             out += f".{part}" if out else part
     return out
+
+
+def one_line(text: str) -> str:
+    """Control characters (newlines above all) shown as escapes, so an error stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in text)
 
 
 class ComposerError(Exception):
@@ -53,11 +67,18 @@ class ComposerError(Exception):
 
 
 class UsageError(ComposerError):
-    """Bad command-line usage: unknown flag, missing argument, incompatible options."""
+    """Bad command-line usage: unknown flag, missing argument, incompatible options (exit 16, as Compose)."""
+
+    exit_code = 16
 
 
 class SpecError(ComposerError):
-    """Bad compose input. Renders `file:line:col: dotted.key.path: message`, each part when known."""
+    """Bad compose input. Renders `file:line:col: dotted.key.path: message`, each part when known.
+
+    Exits 15, Compose v2's code for an invalid compose file.
+    """
+
+    exit_code = 15
 
     def __init__(
         self,
@@ -77,7 +98,7 @@ class SpecError(ComposerError):
         if self.path:
             parts.append(self.path)
         parts.append(self.message)
-        return ": ".join(parts)
+        return one_line(": ".join(parts))
 
 
 class ConfigFileNotFound(SpecError):

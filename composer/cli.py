@@ -1,0 +1,162 @@
+"""argv -> frozen options; configure logging; run the command; ComposerError -> one line + exit code.
+
+Only this module maps errors to exit codes. Heavy modules (the spec layer, trio, pyroute2) are
+imported inside the commands, so `composer --help` answers quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from composer import __version__
+from composer.errors import ComposerError, UsageError
+from composer.options import ConfigOptions, GlobalOptions
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a UsageError (exit 16, as Compose) instead of SystemExit(2)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            message = "unknown flag: " + message.removeprefix("unrecognized arguments: ")
+        raise UsageError(f"{message}\nSee '{self.prog} --help'.")
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The global flags, accepted before the command and (as Compose allows) after it."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "-f", "--file", dest="files", action="append", default=default([]), metavar="FILE",
+        help="compose file (repeatable; '-' reads standard input)",
+    )  # fmt: skip
+    group.add_argument("-p", "--project-name", dest="project_name", default=default(None), metavar="NAME")
+    group.add_argument(
+        "--profile", dest="profiles", action="append", default=default([]), metavar="PROFILE",
+        help="enable a profile (repeatable)",
+    )  # fmt: skip
+    group.add_argument(
+        "--env-file", dest="env_files", action="append", default=default([]), metavar="PATH",
+        help="an environment file to use instead of .env (repeatable)",
+    )  # fmt: skip
+    group.add_argument("--project-directory", dest="project_directory", default=default(None), metavar="DIR")
+    group.add_argument(
+        "--debug", action="store_true", default=default(False), help="show tracebacks and debug logs"
+    )
+    group.add_argument(
+        "--log-format", dest="log_format", choices=("text", "json"), default=default("text"),
+        help="format of log lines on stderr",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="composer",
+        description="Define and run multi-container applications from compose files, without Docker.",
+    )
+    _add_global_flags(parser, suppress=False)
+    parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    config = commands.add_parser(
+        "config", help="parse, resolve and render the compose file in canonical format"
+    )
+    _add_global_flags(config, suppress=True)
+    config.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format")
+    config.add_argument("-q", "--quiet", action="store_true", help="only validate, print nothing")
+    config.add_argument("--services", action="store_true", help="print the service names, one per line")
+    config.add_argument("--volumes", action="store_true", help="print the volume names, one per line")
+    config.add_argument("--networks", action="store_true", help="print the network names, one per line")
+    config.add_argument("--images", action="store_true", help="print the image names, one per line")
+    config.add_argument(
+        "--profiles", dest="list_profiles", action="store_true", help="print the profile names, one per line"
+    )
+    config.add_argument(
+        "--hash", metavar="SERVICES", help='print "service hash" for SERVICES (comma list or "*")'
+    )
+    config.add_argument(
+        "--no-interpolate", action="store_true", help="do not interpolate environment variables"
+    )
+    config.add_argument("--environment", action="store_true", help="print the interpolation environment")
+    config.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+
+    version = commands.add_parser("version", help="show the composer version")
+    _add_global_flags(version, suppress=True)
+    version.add_argument("--short", action="store_true", help="print only the version number")
+    version.add_argument("--format", choices=("pretty", "json"), default="pretty")
+    return parser
+
+
+def _global_options(args: argparse.Namespace) -> GlobalOptions:
+    return GlobalOptions(
+        files=tuple(args.files),
+        project_name=args.project_name,
+        profiles=tuple(p for value in args.profiles for p in value.split(",") if p),
+        env_files=tuple(args.env_files),
+        project_directory=args.project_directory,
+        debug=args.debug,
+        log_format=args.log_format,
+    )
+
+
+def _config_options(args: argparse.Namespace) -> ConfigOptions:
+    return ConfigOptions(
+        format=args.format,
+        quiet=args.quiet,
+        services=args.services,
+        volumes=args.volumes,
+        networks=args.networks,
+        images=args.images,
+        profiles=args.list_profiles,
+        hash=args.hash,
+        no_interpolate=args.no_interpolate,
+        environment=args.environment,
+        output=args.output,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except ComposerError as exc:
+        print(f"composer: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    if args.version and args.command is None:
+        print(f"composer version {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    options = _global_options(args)
+    debug = options.debug
+
+    from composer import app, log
+
+    log.configure(fmt=options.log_format, debug=options.debug)
+    try:
+        if args.command == "config":
+            return app.config(options, _config_options(args), cwd=os.getcwd(), environ=dict(os.environ))
+        if args.command == "version":
+            return app.version(short=args.short, fmt=args.format)
+        raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse stops it
+    except ComposerError as exc:
+        if debug:
+            traceback.print_exc()
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`composer config | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
