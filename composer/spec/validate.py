@@ -1,10 +1,13 @@
 """Check a merged, interpolated compose tree against schemas/compose.schema.json.
 
-PURE: the only file read is our own schema, once; the compiled validator is cached.
+PURE: the only file read is our own schema, once; the compiled checks are cached.
 
-jsonschema reports every violation; we pick the one a person should fix first (the earliest in the
-document; on one branch, the deepest) and reword it as one line that names the file, line, column and
-dotted key path: `compose.yaml:3:5: services.web: unknown attribute "imagee" (did you mean "image"?)`.
+A valid document is only run through a yes/no check compiled from the schema into closures (~10x
+faster than jsonschema, which is not even imported then). When that says no, jsonschema reports every
+violation (of the failing services only, the others are left out); we pick the one a person should fix
+first (the earliest in the document; on one branch, the deepest) and reword it as one line that names
+the file, line, column and dotted key path:
+`compose.yaml:3:5: services.web: unknown attribute "imagee" (did you mean "image"?)`.
 
 The schema only checks shapes. Value grammars (durations, port specs, restart policies, ...) and
 cross-references are checked by later stages.
@@ -18,13 +21,14 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any, Final
 
 from composer.errors import Location, PathPart, SpecError
 from composer.spec.source import MDict, locate
+
+if TYPE_CHECKING:  # jsonschema costs ~40 ms to import: only documents with errors need it
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 __all__ = ["SCHEMA_PATH", "is_valid", "load_schema", "schema_errors", "validate_document"]
 
@@ -112,6 +116,8 @@ def _inline(node: Any, defs: Mapping[str, Any]) -> Any:
 @functools.cache
 def _validator() -> Draft202012Validator:
     """The compiled validator; `$ref`s are inlined first, which makes validation ~1.5x faster."""
+    from jsonschema import Draft202012Validator
+
     schema = load_schema()
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(_inline(schema, schema.get("$defs", {})))
