@@ -393,17 +393,15 @@ def test_tree_unchanged_strings_are_the_same_objects() -> None:
     assert out["x-a"] is tree["x-a"]
 
 
-def test_tree_large_file_is_fast() -> None:
-    import time
-
+def test_tree_large_file_is_interpolated_throughout() -> None:
+    """(Its speed is measured in bench/config_load.py, not asserted here.)"""
     services = "".join(
         f"  s{i}:\n    image: busybox\n    command: [sh, -c, 'echo {i}']\n"
         f"    environment: {{A: '1', B: '${{FOO}}'}}\n"
         for i in range(2000)
     )
     tree = load_documents("services:\n" + services, "compose.yaml")[0]
-    start = time.perf_counter()
     out = interpolate_tree(tree, ENV.get, lambda _: None)
-    elapsed = time.perf_counter() - start
     assert out["services"]["s1999"]["environment"]["B"] == "first"
-    assert elapsed < 1.0
+    assert out["services"]["s0"]["environment"]["B"] == "first"
+    assert out["services"]["s1999"]["command"] == ["sh", "-c", "echo 1999"]
