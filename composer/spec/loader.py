@@ -239,7 +239,7 @@ def _read_documents(path: str, ctx: _Context, stdin_text: str | None) -> list[MD
     if path in ctx.cache:
         return ctx.cache[path]
     text = stdin_text if path == STDIN and stdin_text is not None else ctx.files.read_text(path)
-    docs = load_documents(text, path)
+    docs = load_documents(text, "<stdin>" if path == STDIN else path)
     if ctx.interpolate:
 
         def warn_once(message: str) -> None:

@@ -32,7 +32,9 @@ if TYPE_CHECKING:  # jsonschema costs ~40 ms to import: only documents with erro
 
 __all__ = ["SCHEMA_PATH", "is_valid", "load_schema", "schema_errors", "validate_document"]
 
-SCHEMA_PATH: Final = Path(__file__).resolve().parents[2] / "schemas" / "compose.schema.json"
+# The file lives in schemas/ at the top of the repository; composer/spec/compose.schema.json is a
+# symlink to it, so that wheels (which copy the content) carry the schema too.
+SCHEMA_PATH: Final = Path(__file__).with_name("compose.schema.json")
 
 _NAME_PATTERN: Final = "^[a-zA-Z0-9._-]+$"
 
