@@ -7,20 +7,16 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from composer import __version__
+from composer import __version__, log
 from composer.errors import UsageError
 
 if TYPE_CHECKING:
     from composer.options import ConfigOptions, GlobalOptions
     from composer.spec.loader import LoadOptions
 
-log = structlog.get_logger()
-
 
 def _warn(message: str) -> None:
-    log.warning(message)
+    log.logger().warning(message)
 
 
 def _load_options(
