@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CACHE ?= .cache
-# Debian packages the tests need (dpkg-deb and apt fetch the Compose v2 reference binary).
-APT_PACKAGES ?= ca-certificates dpkg
+# Debian packages the tests need: dpkg-deb and apt fetch the Compose v2 reference binary; busybox-static
+# makes the small test images; mmdebstrap/debootstrap bootstrap debian:<suite>; iproute2 for the leak checks.
+APT_PACKAGES ?= ca-certificates dpkg busybox-static mmdebstrap debootstrap iproute2 tini
 COMPOSE_V2 := $(CACHE)/peers/docker-compose
 STACK ?= stacks/demo/compose.yaml
 

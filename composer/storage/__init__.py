@@ -1,0 +1,1 @@
+"""Where composer keeps things on disk: the layout under one root, volumes."""
