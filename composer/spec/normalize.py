@@ -279,6 +279,8 @@ def parse_volume(spec: str) -> VolumeMount:
         source=source or None,
         target=target,
         read_only=read_only,
+        # Compose keeps a z/Z option under `bind` even for a named volume; so do we, for equal output.
+        bind=VolumeBind(selinux=selinux, create_host_path=False) if selinux else None,
         volume=VolumeOptions(nocopy=nocopy),
     )
 
@@ -505,6 +507,21 @@ class _Normalizer:
 
     def extensions(self, node: Mapping[str, Any]) -> tuple[tuple[str, Raw], ...]:
         return tuple(sorted((k, Raw.of(_plain(v))) for k, v in node.items() if k.startswith("x-")))
+
+    def develop(self, node: Mapping[str, Any]) -> Raw | None:
+        """`develop` is kept as data, with watch paths resolved and `exec` filled in as Compose prints."""
+        value = _plain(node.get("develop"))
+        if not isinstance(value, dict):
+            return None if value is None else Raw.of(value)
+        watches = value.get("watch")
+        if isinstance(watches, list):
+            value["watch"] = [
+                {**w, "path": self.resolve_path(w["path"]), "exec": w.get("exec") or {"command": None}}
+                if isinstance(w, dict) and isinstance(w.get("path"), str)
+                else w
+                for w in watches
+            ]
+        return Raw.of(value)
 
     def raw(self, node: Mapping[str, Any], key: str) -> Raw | None:
         value = node.get(key)
@@ -740,7 +757,7 @@ class _Normalizer:
             annotations=self.labels(s.get("annotations"), p("annotations")),
             attach=self.opt_bool(s, "attach", path),
             build=self.build(s.get("build"), p("build")),
-            develop=self.raw(s, "develop"),
+            develop=self.develop(s),
             blkio_config=self.raw(s, "blkio_config"),
             cap_add=self.strings(s.get("cap_add"), p("cap_add")),
             cap_drop=self.strings(s.get("cap_drop"), p("cap_drop")),
@@ -877,7 +894,10 @@ class _Normalizer:
             cache_to=self.strings(node.get("cache_to"), (*path, "cache_to")),
             no_cache=bool(self.opt_bool(node, "no_cache", path)),
             no_cache_filter=self.strings(node.get("no_cache_filter"), (*path, "no_cache_filter")),
-            additional_contexts=self.labels(node.get("additional_contexts"), (*path, "additional_contexts")),
+            additional_contexts=tuple(
+                (key, val if "://" in val or ":" in val.split("/", 1)[0] else self.resolve_path(val))
+                for key, val in self.labels(node.get("additional_contexts"), (*path, "additional_contexts"))
+            ),
             pull=bool(self.opt_bool(node, "pull", path)),
             extra_hosts=self.extra_hosts(node.get("extra_hosts"), (*path, "extra_hosts")),
             isolation=self.opt_string(node, "isolation", path),
@@ -922,6 +942,10 @@ class _Normalizer:
             if required:
                 raise self.fail(f"env file {full} not found", path) from None
             return {}
+        except SpecError as exc:
+            if exc.location is not None:
+                raise
+            raise self.fail(f"env file {full}: {exc.message.removeprefix(full + ': ')}", path) from None
         if fmt == "raw":
             return dict(envfile.parse_raw_envfile(text, full, self.environ.get))
         if fmt is not None:
@@ -938,6 +962,10 @@ class _Normalizer:
             text = self.read_text(full)
         except (ConfigFileNotFound, FileNotFoundError):
             raise self.fail(f"label file {full} not found", path) from None
+        except SpecError as exc:
+            if exc.location is not None:
+                raise
+            raise self.fail(f"label file {full}: {exc.message.removeprefix(full + ': ')}", path) from None
         return dict(envfile.parse_dotenv(text, full, lambda _key: None, warn=self.warn))
 
     def extra_hosts(self, value: Any, path: Path) -> tuple[str, ...]:
