@@ -20,7 +20,12 @@ def _warn(message: str) -> None:
 
 
 def _load_options(
-    options: GlobalOptions, *, cwd: str, environ: Mapping[str, str], interpolate: bool
+    options: GlobalOptions,
+    *,
+    cwd: str,
+    environ: Mapping[str, str],
+    interpolate: bool,
+    services: tuple[str, ...] = (),
 ) -> LoadOptions:
     from composer.spec.loader import STDIN, LoadOptions
 
@@ -35,6 +40,7 @@ def _load_options(
         env_files=options.env_files,
         profiles=options.profiles,
         interpolate=interpolate,
+        services=services,
     )
 
 
@@ -64,7 +70,9 @@ def config(options: GlobalOptions, opts: ConfigOptions, *, cwd: str, environ: Ma
     from composer.spec.loader import load_merged_tree, load_project
     from composer.spec.serialize import project_to_dict
 
-    load_options = _load_options(options, cwd=cwd, environ=environ, interpolate=not opts.no_interpolate)
+    load_options = _load_options(
+        options, cwd=cwd, environ=environ, interpolate=not opts.no_interpolate, services=opts.selected
+    )
     lines: list[str] | None = None
     if opts.no_interpolate:
         if opts.services or opts.volumes or opts.networks or opts.images or opts.hash or opts.profiles:

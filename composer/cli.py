@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_argument("--environment", action="store_true", help="print the interpolation environment")
     config.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    config.add_argument(
+        "selected", nargs="*", metavar="SERVICE", help="only these services and what they depend on"
+    )
 
     version = commands.add_parser("version", help="show the composer version")
     _add_global_flags(version, suppress=True)
@@ -120,6 +123,7 @@ def _config_options(args: argparse.Namespace) -> ConfigOptions:
         no_interpolate=args.no_interpolate,
         environment=args.environment,
         output=args.output,
+        selected=tuple(args.selected),
     )
 
 

@@ -29,3 +29,4 @@ class ConfigOptions:
     no_interpolate: bool
     environment: bool
     output: str | None
+    selected: tuple[str, ...] = ()  # `config web db`: only these services and their dependencies

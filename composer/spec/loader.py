@@ -28,7 +28,7 @@ from composer.spec.interpolate import interpolate_tree
 from composer.spec.merge import enforce_unicity, merge_trees, resolve_tags
 from composer.spec.model import Project
 from composer.spec.normalize import normalize_project
-from composer.spec.profiles import select_services
+from composer.spec.profiles import only_services, select_services
 from composer.spec.serialize import project_to_dict
 from composer.spec.source import MDict, MList, load_documents, locate
 from composer.spec.validate import validate_document
@@ -610,7 +610,8 @@ def _load_project(options: LoadOptions, warn: Warn, files: Files | None) -> Load
     profiles = options.profiles
     if not profiles and environment.get("COMPOSE_PROFILES"):
         profiles = tuple(p.strip() for p in environment["COMPOSE_PROFILES"].split(",") if p.strip())
-    project = select_services(project, profiles=profiles, requested=options.services)
+    project = select_services(project, profiles=profiles, requested=options.services, tree=tree)
+    project = only_services(project, options.services)
     for service in project.services:
         if service.image is None and service.build is None:
             raise SpecError(

@@ -81,3 +81,28 @@ def without_unused_resources(project: Project) -> Project:
         secrets=tuple(s for s in project.secrets if s.key in secrets),
         configs=tuple(c for c in project.configs if c.key in configs),
     )
+
+
+def only_services(project: Project, names: Sequence[str]) -> Project:
+    """The services named (as on `composer config web db`) and, transitively, what they depend on;
+    the others move to `disabled_services`. An empty `names` keeps everything."""
+    if not names:
+        return project
+    by_name = {service.name: service for service in project.services}
+    keep: set[str] = set()
+    todo = [name for name in names if name in by_name]
+    while todo:
+        name = todo.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        todo.extend(dep.service for dep in by_name[name].depends_on if dep.service in by_name)
+    selected = dataclasses.replace(
+        project,
+        services=tuple(s for s in project.services if s.name in keep),
+        disabled_services=tuple(
+            sorted((*project.disabled_services, *(s for s in project.services if s.name not in keep)),
+                   key=lambda s: s.name)
+        ),
+    )  # fmt: skip
+    return without_unused_resources(selected)
