@@ -2,7 +2,8 @@
 
 Every test in this folder is marked `root`, skipped with a reason when not root, and wrapped in a
 leak check: after the test, no mount, network namespace, network link, composer cgroup, or process
-(a descendant of this test process, or one in another pid namespace) that the test made may remain.
+(a descendant of this test process, or an orphan in another pid namespace re-parented to init) that
+the test made may remain.
 """
 
 from __future__ import annotations
@@ -102,10 +103,11 @@ def _suspicious(before: dict[str, tuple[int, str | None]]) -> list[str]:
                 ours.add(pid)
                 changed = True
     left = []
-    for pid, (_ppid, ns) in now.items():
+    for pid, (ppid, ns) in now.items():
         if pid in before or pid == me:
             continue
-        if pid in ours or (ns is not None and ns != my_ns):
+        # Ours, or a container's process that outlived its parent and was re-parented to init.
+        if pid in ours or (ppid == 1 and ns is not None and ns != my_ns):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as handle:
                     cmd = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
