@@ -54,21 +54,13 @@ def _dump(data: Any, fmt: str) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1 << 16)
 
 
-def _plain(value: Any) -> Any:
-    """MDict/MList -> dict/list, for printing."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
 def config(options: GlobalOptions, opts: ConfigOptions, *, cwd: str, environ: Mapping[str, str]) -> int:
     """`composer config`: load, check and print the project (or one facet of it)."""
     from composer.spec import graph
     from composer.spec.hashing import config_hash
     from composer.spec.loader import load_merged_tree, load_project
     from composer.spec.serialize import project_to_dict
+    from composer.spec.source import to_plain
 
     load_options = _load_options(
         options, cwd=cwd, environ=environ, interpolate=not opts.no_interpolate, services=opts.selected
@@ -79,7 +71,7 @@ def config(options: GlobalOptions, opts: ConfigOptions, *, cwd: str, environ: Ma
             raise UsageError(
                 "--no-interpolate prints the whole file; it does not combine with a listing flag"
             )
-        text = _dump(_plain(load_merged_tree(load_options, _warn)), opts.format)
+        text = _dump(to_plain(load_merged_tree(load_options, _warn)), opts.format)
     else:
         loaded = load_project(load_options, _warn)
         project = loaded.project

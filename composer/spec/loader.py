@@ -30,7 +30,7 @@ from composer.spec.model import Project
 from composer.spec.normalize import normalize_project
 from composer.spec.profiles import only_services, select_services
 from composer.spec.serialize import project_to_dict
-from composer.spec.source import MDict, MList, load_documents, locate
+from composer.spec.source import MDict, MList, from_plain, load_documents, locate, to_plain
 from composer.spec.validate import validate_document
 
 __all__ = [
@@ -374,41 +374,22 @@ def _apply_include(doc: MDict, path: str, working_dir: str, ctx: _Context) -> MD
             read_text=ctx.files.read_text,
             warn=ctx.warn,
         )
-        imported = _to_mdict(project_to_dict(project), where)
+        imported = from_plain(project_to_dict(project), where)
         assert isinstance(imported, MDict)
         result = _add_imported(result, imported, sub_paths[0], where)
     return result
 
 
-def _to_mdict(value: Any, where: Location | None) -> Any:
-    if isinstance(value, dict):
-        out = MDict(where)
-        for key, item in value.items():
-            out.put(key, _to_mdict(item, where), where, where)
-        return out
-    if isinstance(value, list):
-        seq = MList(where)
-        for item in value:
-            seq.add(_to_mdict(item, where), where)
-        return seq
-    return value
-
-
 def _add_imported(doc: MDict, imported: MDict, source: str, where: Location | None) -> MDict:
-    out = doc.like()
-    for key in doc:
-        out.put_from(doc, key, doc[key])
+    out = doc.clone()
     for section in _SECTIONS:
         theirs = imported.get(section)
         if not isinstance(theirs, MDict):
             continue
         ours = out.get(section)
-        combined = ours.like() if isinstance(ours, MDict) else MDict(where)
-        if isinstance(ours, MDict):
-            for key in ours:
-                combined.put_from(ours, key, ours[key])
+        combined = ours.clone() if isinstance(ours, MDict) else MDict(where)
         for key in theirs:
-            if key in combined and _plain(combined[key]) != _plain(theirs[key]):
+            if key in combined and to_plain(combined[key]) != to_plain(theirs[key]):
                 raise SpecError(
                     f"{section} {key!r} is defined both here and in the included file {source}",
                     location=combined.where(key),
@@ -418,14 +399,6 @@ def _add_imported(doc: MDict, imported: MDict, source: str, where: Location | No
                 combined.put_from(theirs, key, theirs[key])
         out.put(section, combined, where, where)
     return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 # --- the whole pipeline -----------------------------------------------------------------------------
@@ -547,24 +520,17 @@ def _with_default_network(tree: MDict, name: str) -> MDict:
     used = False
     for key, service in services.items():
         if isinstance(service, MDict) and "networks" not in service and "network_mode" not in service:
-            service = _copy(service)
-            service.put("networks", _to_mdict({"default": None}, service.location))
+            service = service.clone()
+            service.put("networks", from_plain({"default": None}, service.location))
             used = True
         out_services.put_from(services, key, service)
-    out = _copy(tree)
+    out = tree.clone()
     out.put_from(tree, "services", out_services)
     networks = tree.get("networks")
     if used and not (isinstance(networks, dict) and "default" in networks):
-        declared = _copy(networks) if isinstance(networks, MDict) else MDict(tree.location)
-        declared.put("default", _to_mdict({"name": f"{name}_default"}, tree.location))
+        declared = networks.clone() if isinstance(networks, MDict) else MDict(tree.location)
+        declared.put("default", from_plain({"name": f"{name}_default"}, tree.location))
         out.put("networks", declared)
-    return out
-
-
-def _copy(node: MDict) -> MDict:
-    out = node.like()
-    for key in node:
-        out.put_from(node, key, node[key])
     return out
 
 

@@ -51,7 +51,7 @@ from composer.spec.model import (
     VolumeOptions,
     VolumeTmpfs,
 )
-from composer.spec.source import MDict, locate
+from composer.spec.source import MDict, locate, to_plain
 
 __all__ = [
     "format_scalar",
@@ -335,15 +335,6 @@ def _is_remote_context(context: str) -> bool:
     return "://" in context or context.startswith(("git@", "github.com/"))
 
 
-def _plain(value: Any) -> Any:
-    """A tree value as plain JSON-able data (for `Raw`)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 class _Normalizer:
     def __init__(
         self,
@@ -506,11 +497,11 @@ class _Normalizer:
         return out
 
     def extensions(self, node: Mapping[str, Any]) -> tuple[tuple[str, Raw], ...]:
-        return tuple(sorted((k, Raw.of(_plain(v))) for k, v in node.items() if k.startswith("x-")))
+        return tuple(sorted((k, Raw.of(to_plain(v))) for k, v in node.items() if k.startswith("x-")))
 
     def develop(self, node: Mapping[str, Any]) -> Raw | None:
         """`develop` is kept as data, with watch paths resolved and `exec` filled in as Compose prints."""
-        value = _plain(node.get("develop"))
+        value = to_plain(node.get("develop"))
         if not isinstance(value, dict):
             return None if value is None else Raw.of(value)
         watches = value.get("watch")
@@ -525,7 +516,7 @@ class _Normalizer:
 
     def raw(self, node: Mapping[str, Any], key: str) -> Raw | None:
         value = node.get(key)
-        return None if value is None else Raw.of(_plain(value))
+        return None if value is None else Raw.of(to_plain(value))
 
     def resolve_path(self, path: str) -> str:
         if path.startswith("~"):
@@ -994,7 +985,7 @@ class _Normalizer:
             return None
         if value == "all":
             return Raw.of([{"count": -1}])
-        return Raw.of(_plain(value))
+        return Raw.of(to_plain(value))
 
     def devices(self, value: Any, path: Path) -> tuple[Device, ...]:
         out = []

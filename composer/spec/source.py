@@ -39,8 +39,10 @@ __all__ = [
     "MList",
     "Override",
     "Reset",
+    "from_plain",
     "load_documents",
     "locate",
+    "to_plain",
 ]
 
 MAX_DEPTH = 128
@@ -87,6 +89,14 @@ class MDict(dict[str, Any]):
         """An empty MDict at the same location."""
         return MDict(self.location)
 
+    def clone(self) -> MDict:
+        """A shallow copy that keeps every location."""
+        out = MDict(self.location)
+        out.update(self)
+        out.key_locations.update(self.key_locations)
+        out.value_locations.update(self.value_locations)
+        return out
+
 
 class MList(list[Any]):
     """A sequence from a compose file, with the location of each item."""
@@ -124,6 +134,30 @@ class Override:
 
     value: Any
     location: Location | None = None
+
+
+def to_plain(value: Any) -> Any:
+    """A tree as plain JSON-able data: MDict/MList (and any dict/list) -> dict/list, keys as strings."""
+    if isinstance(value, dict):
+        return {str(key): to_plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [to_plain(item) for item in value]
+    return value
+
+
+def from_plain(value: Any, location: Location | None) -> Any:
+    """Plain data -> MDict/MList whose every key and value stands at `location`."""
+    if isinstance(value, dict):
+        out = MDict(location)
+        for key, item in value.items():
+            out.put(str(key), from_plain(item, location), location, location)
+        return out
+    if isinstance(value, list):
+        seq = MList(location)
+        for item in value:
+            seq.add(from_plain(item, location), location)
+        return seq
+    return value
 
 
 def locate(tree: Any, path: tuple[PathPart, ...] | list[PathPart]) -> Location | None:
