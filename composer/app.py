@@ -11,7 +11,18 @@ from composer import __version__, log
 from composer.errors import UsageError
 
 if TYPE_CHECKING:
-    from composer.options import ConfigOptions, GlobalOptions
+    from composer.image.store import Image, ImageStore
+    from composer.options import (
+        ConfigOptions,
+        GlobalOptions,
+        ImageImportOptions,
+        ImageInspectOptions,
+        ImageListOptions,
+        ImageLoadOptions,
+        ImagePruneOptions,
+        ImageRemoveOptions,
+        ImageTagOptions,
+    )
     from composer.spec.loader import LoadOptions
 
 
@@ -122,4 +133,234 @@ def version(*, short: bool, fmt: str) -> int:
         print(json.dumps({"version": __version__}))
     else:
         print(f"composer version {__version__}")
+    return 0
+
+
+# --- images -------------------------------------------------------------------------------------------
+
+
+def _store(options: GlobalOptions, environ: Mapping[str, str]) -> ImageStore:
+    from composer.image.store import ImageStore
+    from composer.storage.layout import Layout, root_from
+
+    return ImageStore(Layout(root_from(environ, options.root)))
+
+
+def human_size(size: float) -> str:
+    """Docker's sizes: decimal units, three significant digits (`4.26MB`, `512B`)."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+    index = 0
+    while size >= 1000 and index < len(units) - 1:
+        size /= 1000
+        index += 1
+    return f"{size:.3g}{units[index]}"
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's (go-units) rough durations: `About a minute`, `3 hours`, `2 weeks`."""
+    whole = int(seconds)
+    if whole < 1:
+        return "Less than a second"
+    if whole == 1:
+        return "1 second"
+    if whole < 60:
+        return f"{whole} seconds"
+    minutes = whole // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def _created(image: Image, now: float) -> tuple[str, str]:
+    """(CreatedSince, CreatedAt) for an image; "N/A" when the config carries no usable date."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(image.created)
+    except ValueError:
+        return "N/A", "N/A"
+    if when.year <= 1:
+        return "N/A", "N/A"
+    return human_duration(max(0.0, now - when.timestamp())) + " ago", when.strftime("%Y-%m-%d %H:%M:%S %z %Z")
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    name, _, version = tag.rpartition(":")
+    return name, version
+
+
+def image_ls(options: GlobalOptions, opts: ImageListOptions, *, environ: Mapping[str, str]) -> int:
+    """`composer image ls`: a table like `docker image ls`, ids only (-q), or JSON lines."""
+    import time
+
+    images = _store(options, environ).list()
+    if opts.quiet:
+        sys.stdout.write("".join(f"{image.short_id}\n" for image in images))
+        return 0
+    now = time.time()
+    rows: list[dict[str, str]] = []
+    for image in images:
+        since, at = _created(image, now)
+        for tag in image.tags or ("<none>:<none>",):
+            repository, version = _split_tag(tag)
+            rows.append({
+                "Containers": "N/A", "CreatedAt": at, "CreatedSince": since, "Digest": "<none>",
+                "ID": image.short_id, "Repository": repository, "SharedSize": "N/A",
+                "Size": human_size(image.size), "Tag": version, "UniqueSize": "N/A",
+                "VirtualSize": human_size(image.size),
+            })  # fmt: skip
+    if opts.format == "json":
+        sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
+        return 0
+    header = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+    table = [header] + [(r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [cell.ljust(width + 3) for cell, width in zip(row, widths, strict=False)]
+        sys.stdout.write("".join(cells) + row[-1] + "\n")
+    return 0
+
+
+def _inspect_one(store: ImageStore, image: Image) -> dict[str, Any]:
+    raw = store.raw_config(image)
+    history = raw.get("history") or []
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    return {
+        "Id": image.id,
+        "RepoTags": list(image.tags),
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": str(last.get("comment") or ""),
+        "Created": image.created,
+        "Author": str(raw.get("author") or ""),
+        "Config": image.config.to_oci(),
+        "Architecture": image.architecture,
+        "Os": image.os,
+        "Size": image.size,
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {"LowerDir": ":".join(str(path) for path in store.layer_dirs(image))},
+        },
+        "RootFS": {"Type": "layers", "Layers": list(image.diff_ids)},
+        "Metadata": {"LastTagTime": ""},
+    }
+
+
+def image_inspect(options: GlobalOptions, opts: ImageInspectOptions, *, environ: Mapping[str, str]) -> int:
+    """`composer image inspect`: a JSON array like docker's; every missing image is an error line."""
+    from composer.errors import one_line
+
+    store = _store(options, environ)
+    found: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for ref in opts.images:
+        image = store.resolve(ref)
+        if image is None:
+            missing.append(ref)
+        else:
+            found.append(_inspect_one(store, image))
+    sys.stdout.write(json.dumps(found, indent=4) + "\n")
+    for ref in missing:
+        print(f"Error: no such image: {one_line(ref)}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def image_rm(options: GlobalOptions, opts: ImageRemoveOptions, *, environ: Mapping[str, str]) -> int:
+    """`composer image rm`: every image in turn; errors are reported and the rest still removed."""
+    from composer.errors import ComposerError
+
+    store = _store(options, environ)
+    failed = 0
+    for ref in opts.images:
+        try:
+            result = store.remove(ref, force=opts.force)
+        except ComposerError as exc:
+            print(f"Error: {exc.render()}", file=sys.stderr)
+            failed += 1
+            continue
+        for tag in result.untagged:
+            print(f"Untagged: {tag}")
+        for item in (*result.deleted, *result.layers):
+            print(f"Deleted: {item}")
+    return 1 if failed else 0
+
+
+def image_prune(options: GlobalOptions, opts: ImagePruneOptions, *, environ: Mapping[str, str]) -> int:
+    """`composer image prune`: dangling images and the layers nothing uses (asks unless -f)."""
+    if not opts.force:
+        sys.stdout.write(
+            "WARNING! This will remove all dangling images and unused layers.\n"
+            "Are you sure you want to continue? [y/N] "
+        )
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            return 0
+    result = _store(options, environ).prune()
+    if result.images or result.layers:
+        print("Deleted Images:")
+        for item in result.images:
+            print(f"deleted: {item}")
+        for item in result.layers:
+            print(f"deleted layer: {item}")
+        print()
+    print(f"Total reclaimed space: {human_size(result.reclaimed)}")
+    return 0
+
+
+def image_load(options: GlobalOptions, opts: ImageLoadOptions, *, environ: Mapping[str, str]) -> int:
+    """`composer image load`: a docker save tarball or an OCI layout, from -i FILE or standard input."""
+    from pathlib import Path
+
+    from composer.image.archive import load
+
+    store = _store(options, environ)
+    if opts.input in (None, "-"):
+        if sys.stdin.isatty():
+            raise UsageError("requested load from standard input, but it is a terminal: use -i FILE")
+        loaded = load(store, sys.stdin.buffer, label="<stdin>")
+    else:
+        loaded = load(store, Path(str(opts.input)))
+    if not opts.quiet:
+        for item in loaded:
+            if item.tags:
+                for tag in item.tags:
+                    print(f"Loaded image: {tag}")
+            else:
+                print(f"Loaded image ID: {item.image.id}")
+    return 0
+
+
+def image_import(options: GlobalOptions, opts: ImageImportOptions, *, environ: Mapping[str, str]) -> int:
+    """`composer image import FILE [NAME[:TAG]]`: one layer from a root filesystem tarball."""
+    from pathlib import Path
+
+    from composer.image.archive import import_rootfs
+
+    store = _store(options, environ)
+    if opts.source == "-":
+        image = import_rootfs(
+            store, sys.stdin.buffer, opts.reference, opts.changes, message=opts.message, label="<stdin>"
+        )
+    else:
+        image = import_rootfs(store, Path(opts.source), opts.reference, opts.changes, message=opts.message)
+    print(image.id)
+    return 0
+
+
+def image_tag(options: GlobalOptions, opts: ImageTagOptions, *, environ: Mapping[str, str]) -> int:
+    _store(options, environ).tag(opts.source, opts.target)
     return 0

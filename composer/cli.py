@@ -10,12 +10,22 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from composer import __version__
 from composer.errors import ComposerError, UsageError
-from composer.options import ConfigOptions, GlobalOptions
+from composer.options import (
+    ConfigOptions,
+    GlobalOptions,
+    ImageImportOptions,
+    ImageInspectOptions,
+    ImageListOptions,
+    ImageLoadOptions,
+    ImagePruneOptions,
+    ImageRemoveOptions,
+    ImageTagOptions,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,13 +37,30 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}\nSee '{self.prog} --help'.")
 
 
-def _add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """The global flags, accepted before the command and (as Compose allows) after it."""
+def _add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool, project: bool = True) -> None:
+    """The global flags, accepted before the command and (as Compose allows) after it. `project=False`
+    leaves out the compose-file flags (for `image ...`, whose `-f` means --force, as in Docker)."""
 
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
     group = parser.add_argument_group("global options")
+    if project:
+        _add_project_flags(group, default)
+    group.add_argument(
+        "--debug", action="store_true", default=default(False), help="show tracebacks and debug logs"
+    )
+    group.add_argument(
+        "--log-format", dest="log_format", choices=("text", "json"), default=default("text"),
+        help="format of log lines on stderr",
+    )  # fmt: skip
+    group.add_argument(
+        "--root", dest="root", default=default(None), metavar="DIR",
+        help="where images and containers live (else COMPOSER_ROOT, else /var/lib/composer)",
+    )  # fmt: skip
+
+
+def _add_project_flags(group: argparse._ArgumentGroup, default: Callable[[object], object]) -> None:
     group.add_argument(
         "-f", "--file", dest="files", action="append", default=default([]), metavar="FILE",
         help="compose file (repeatable; '-' reads standard input)",
@@ -48,13 +75,6 @@ def _add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         help="an environment file to use instead of .env (repeatable)",
     )  # fmt: skip
     group.add_argument("--project-directory", dest="project_directory", default=default(None), metavar="DIR")
-    group.add_argument(
-        "--debug", action="store_true", default=default(False), help="show tracebacks and debug logs"
-    )
-    group.add_argument(
-        "--log-format", dest="log_format", choices=("text", "json"), default=default("text"),
-        help="format of log lines on stderr",
-    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +115,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_flags(version, suppress=True)
     version.add_argument("--short", action="store_true", help="print only the version number")
     version.add_argument("--format", choices=("pretty", "json"), default="pretty")
+    _add_image_commands(commands)
     return parser
+
+
+def _add_image_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    image = commands.add_parser("image", help="manage images: ls, rm, inspect, prune, load, import, tag")
+    _add_global_flags(image, suppress=True, project=False)
+    sub = image.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def leaf(name: str, help_text: str, *aliases: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, aliases=list(aliases))
+        _add_global_flags(parser, suppress=True, project=False)
+        return parser
+
+    ls = leaf("ls", "list images", "list")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only show image ids")
+    ls.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    rm = leaf("rm", "remove one or more images (by tag or id)", "remove")
+    rm.add_argument("images", nargs="+", metavar="IMAGE")
+    rm.add_argument("-f", "--force", action="store_true", help="remove an image id that several tags name")
+    inspect = leaf("inspect", "show images' details as a JSON array")
+    inspect.add_argument("images", nargs="+", metavar="IMAGE")
+    prune = leaf("prune", "remove dangling images and unused layers")
+    prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    load = leaf("load", "load images from a docker save tarball or an OCI layout (directory or tar)")
+    load.add_argument("-i", "--input", metavar="FILE", help="read from FILE instead of standard input")
+    load.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    imp = leaf("import", "make an image from a root filesystem tarball")
+    imp.add_argument("source", metavar="FILE", help="a tar file (plain, gzip, xz, bzip2), or - for stdin")
+    imp.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+    imp.add_argument(
+        "-c", "--change", dest="changes", action="append", default=[], metavar="INSTRUCTION",
+        help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, "
+        "VOLUME, WORKDIR); repeatable",
+    )  # fmt: skip
+    imp.add_argument("-m", "--message", default="", help="commit message for the image's history")
+    tag = leaf("tag", "give an image another name")
+    tag.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    tag.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
 
 
 def _global_options(args: argparse.Namespace) -> GlobalOptions:
@@ -107,6 +166,7 @@ def _global_options(args: argparse.Namespace) -> GlobalOptions:
         project_directory=args.project_directory,
         debug=args.debug,
         log_format=args.log_format,
+        root=args.root,
     )
 
 
@@ -125,6 +185,36 @@ def _config_options(args: argparse.Namespace) -> ConfigOptions:
         output=args.output,
         selected=tuple(args.selected),
     )
+
+
+_IMAGE_ALIASES = {"list": "ls", "remove": "rm"}
+
+
+def _run_image(options: GlobalOptions, args: argparse.Namespace) -> int:
+    from composer import app
+
+    environ = dict(os.environ)
+    command = _IMAGE_ALIASES.get(args.image_command, args.image_command)
+    if command == "ls":
+        return app.image_ls(options, ImageListOptions(quiet=args.quiet, format=args.format), environ=environ)
+    if command == "rm":
+        opts = ImageRemoveOptions(images=tuple(args.images), force=args.force)
+        return app.image_rm(options, opts, environ=environ)
+    if command == "inspect":
+        return app.image_inspect(options, ImageInspectOptions(images=tuple(args.images)), environ=environ)
+    if command == "prune":
+        return app.image_prune(options, ImagePruneOptions(force=args.force), environ=environ)
+    if command == "load":
+        return app.image_load(options, ImageLoadOptions(input=args.input, quiet=args.quiet), environ=environ)
+    if command == "import":
+        opts_import = ImageImportOptions(
+            source=args.source, reference=args.reference, changes=tuple(args.changes), message=args.message
+        )
+        return app.image_import(options, opts_import, environ=environ)
+    if command == "tag":
+        opts_tag = ImageTagOptions(source=args.source, target=args.target)
+        return app.image_tag(options, opts_tag, environ=environ)
+    raise UsageError(f"unknown command 'image {command}'")  # pragma: no cover - argparse stops it
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return app.config(options, _config_options(args), cwd=os.getcwd(), environ=dict(os.environ))
         if args.command == "version":
             return app.version(short=args.short, fmt=args.format)
+        if args.command == "image":
+            return _run_image(options, args)
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse stops it
     except ComposerError as exc:
         if debug:

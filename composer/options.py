@@ -14,6 +14,7 @@ class GlobalOptions:
     project_directory: str | None
     debug: bool
     log_format: str
+    root: str | None = None  # --root; else COMPOSER_ROOT, else /var/lib/composer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,3 +31,45 @@ class ConfigOptions:
     environment: bool
     output: str | None
     selected: tuple[str, ...] = ()  # `config web db`: only these services and their dependencies
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageListOptions:
+    quiet: bool
+    format: str  # "table" or "json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageRemoveOptions:
+    images: tuple[str, ...]
+    force: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageInspectOptions:
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePruneOptions:
+    force: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageLoadOptions:
+    input: str | None  # None or "-": standard input
+    quiet: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageImportOptions:
+    source: str  # a file, or "-" for standard input
+    reference: str | None
+    changes: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageTagOptions:
+    source: str
+    target: str
