@@ -1,0 +1,436 @@
+"""The supervisor's side of a container: plan, fork-server request, GO handshake, pidfd, exit status.
+
+    forkserver = ForkServer.start()            # early, before trio is imported
+    runtime = Runtime(layout, forkserver)      # layout: composer.storage.layout.Layout (or any ContainerDirs)
+    container = await runtime.start(spec)      # returns once the container's argv is exec'd
+    status = await container.wait()            # ExitStatus(code=0 | 128+N, signal=N | None)
+    await runtime.exec(container, ["sh", "-c", "..."])
+    await container.stop(signal.SIGTERM, grace=10)
+    runtime.remove(spec.id)                    # the writable layer and the container folder
+
+A stage that fails raises `ContainerStartError` (`container web: pivot_root: EINVAL`) after the
+process is reaped: its mounts died with its mount namespace, the cgroup hook is destroyed, and a
+container folder made by this start is removed.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import errno
+import os
+import resource
+import shutil
+import signal as signals
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+
+from composer.errors import ComposerError
+from composer.runtime import libc
+from composer.runtime.caps import cap_mask, resolve_caps
+from composer.runtime.forkserver import ForkServer, LaunchFailed, decode_reply, encode_request
+from composer.runtime.init import INIT_PATH, decode_failure
+from composer.runtime.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
+from composer.runtime.plan import LaunchPlan, MountStep
+from composer.runtime.spec import BindMount, CgroupHook, ContainerDirs, ContainerSpec, Stdio, TmpfsMount
+from composer.runtime.users import ResolvedUser, find_in_layers, resolve_user
+
+__all__ = [
+    "Container",
+    "ContainerSpecError",
+    "ContainerStartError",
+    "ExitStatus",
+    "Process",
+    "Runtime",
+    "build_plan",
+]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TINI = Path("/usr/bin/tini-static")
+
+_PROPAGATION = {
+    "rprivate": libc.MS_PRIVATE | libc.MS_REC, "private": libc.MS_PRIVATE,
+    "rshared": libc.MS_SHARED | libc.MS_REC, "shared": libc.MS_SHARED,
+    "rslave": libc.MS_SLAVE | libc.MS_REC, "slave": libc.MS_SLAVE,
+}  # fmt: skip
+# moby: daemon/oci_linux.go / runc validator: the sysctls a container's own namespaces make safe.
+_IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                          "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})  # fmt: skip
+
+
+class ContainerSpecError(ComposerError):
+    """A ContainerSpec the runtime cannot carry out (bad path, sysctl, rlimit, user)."""
+
+
+class ContainerStartError(ComposerError):
+    """A stage of the container's start failed: `container ID: STAGE: ERRNO (detail)`."""
+
+    def __init__(self, container_id: str, stage: str, err: int, detail: str) -> None:
+        name = libc.errno_name(err) if err else "error"
+        super().__init__(f"container {container_id}: {stage}: {name}" + (f" ({detail})" if detail else ""))
+        self.container_id, self.stage, self.errno, self.detail = container_id, stage, err, detail
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """`code` is the exit code, or 128+N for a process killed by signal N (`signal` is then N)."""
+
+    code: int
+    signal: int | None = None
+
+    @classmethod
+    def from_waitid(cls, result: os.waitid_result) -> ExitStatus:
+        if result.si_code == os.CLD_EXITED:
+            return cls(result.si_status)
+        return cls(128 + result.si_status, result.si_status)
+
+
+@dataclass(eq=False, slots=True)
+class Process:
+    """A process the supervisor is the parent of (by subreaping), watched through a pidfd."""
+
+    pid: int
+    pidfd: int
+    _status: ExitStatus | None = None
+    _reaping: bool = False
+    _done: trio.Event = field(default_factory=trio.Event)
+
+    def signal(self, sig: int) -> None:
+        """Send `sig`; a process that has already exited is left alone."""
+        if self._status is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signals.pidfd_send_signal(self.pidfd, sig)
+
+    async def wait(self) -> ExitStatus:
+        if self._status is not None:
+            return self._status
+        if self._reaping:
+            await self._done.wait()
+            assert self._status is not None
+            return self._status
+        self._reaping = True
+        try:
+            await trio.lowlevel.wait_readable(self.pidfd)
+        except BaseException:
+            self._reaping = False
+            raise
+        result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED)
+        assert result is not None
+        self._status = ExitStatus.from_waitid(result)
+        os.close(self.pidfd)
+        self._done.set()
+        return self._status
+
+    async def stop(self, sig: int = signals.SIGTERM, grace: float = 10.0) -> ExitStatus:
+        """`sig`, then SIGKILL after `grace` seconds; returns the exit status."""
+        self.signal(sig)
+        with trio.move_on_after(grace):
+            return await self.wait()
+        self.signal(signals.SIGKILL)
+        with trio.CancelScope(shield=True):
+            status = await self.wait()
+        return status
+
+    async def kill_and_reap(self) -> None:
+        self.signal(signals.SIGKILL)
+        with trio.CancelScope(shield=True):
+            await self.wait()
+
+
+@dataclass(eq=False, slots=True)
+class Container(Process):
+    spec: ContainerSpec | None = None
+    plan: LaunchPlan | None = None
+
+
+class Runtime:
+    """Starts containers through one fork-server; one instance per supervisor."""
+
+    def __init__(self, layout: ContainerDirs, forkserver: ForkServer) -> None:
+        self.layout = layout
+        self._forkserver = forkserver
+        self._sock: trio.socket.SocketType | None = None
+        self._lock: trio.Lock | None = None
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            self.last_cap = int(handle.read())
+
+    # -- the fork-server ----------------------------------------------------------------------------------
+
+    async def _request(self, plan: LaunchPlan, fds: dict[str, int]) -> int:
+        if self._sock is None or self._lock is None:
+            self._sock = trio.socket.from_stdlib_socket(self._forkserver.sock)
+            self._lock = trio.Lock()
+        data, fd_list = encode_request(plan, fds)
+        async with self._lock:
+            # shielded: a request half sent or half answered would desync the stream
+            with trio.CancelScope(shield=True):
+                rights = array.array("i", fd_list)
+                await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+                reply = await self._sock.recv(4096)
+        return decode_reply(reply)
+
+    # -- start ---------------------------------------------------------------------------------------------
+
+    async def start(
+        self, spec: ContainerSpec, *, before_go: Callable[[int], Awaitable[None]] | None = None
+    ) -> Container:
+        """Start `spec`; `before_go(pid)` runs after the cgroup attach, before the process may continue
+        (the network layer attaches veths to /proc/PID/ns/net there). Returns once argv is exec'd."""
+        folder = self.layout.container_dir(spec.id)
+        created = not folder.exists()
+        try:
+            for sub in ("upper", "work", "rootfs"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            plan = build_plan(spec, self.layout, last_cap=self.last_cap)
+            process = await self._launch(plan, spec.stdio, spec.cgroup, before_go)
+        except BaseException:
+            if spec.cgroup is not None:
+                spec.cgroup.destroy()
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return Container(pid=process.pid, pidfd=process.pidfd, spec=spec, plan=plan)
+
+    async def _launch(
+        self,
+        plan: LaunchPlan,
+        stdio: Stdio,
+        cgroup: CgroupHook | None,
+        before_go: Callable[[int], Awaitable[None]] | None,
+        extra_fds: dict[str, int] | None = None,
+    ) -> Process:
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        early_go = cgroup is None and before_go is None
+        if early_go:  # nothing to do between fork and exec: the process need not wait for a round trip
+            os.write(go_w, b"G")
+        err_stream = trio.lowlevel.FdStream(err_r)
+        try:
+            fds = {"go": go_r, "err": err_w, **(extra_fds or {})}
+            for role in ("stdin", "stdout", "stderr"):
+                fd = getattr(stdio, role)
+                if fd is not None:
+                    fds[role] = fd
+            try:
+                pid = await self._request(plan, fds)
+            except LaunchFailed as exc:
+                raise ContainerStartError(plan.container_id, exc.stage, exc.err, exc.detail) from None
+            finally:
+                os.close(go_r)
+                os.close(err_w)
+            process = Process(pid=pid, pidfd=os.pidfd_open(pid))
+            try:
+                if cgroup is not None:
+                    cgroup.attach(pid)
+                if before_go is not None:
+                    await before_go(pid)
+                # a process that died before GO: the error pipe and the exit status tell the rest
+                if not early_go:
+                    with contextlib.suppress(BrokenPipeError):
+                        os.write(go_w, b"G")
+                failure = b""
+                while chunk := await err_stream.receive_some(65536):
+                    failure += chunk
+                if failure or process._status is not None:
+                    await process.wait()
+                    stage, err, detail = decode_failure(failure) if failure else ("start", 0, "exited early")
+                    raise ContainerStartError(plan.container_id, stage, err, detail)
+            except BaseException:
+                await process.kill_and_reap()
+                raise
+            return process
+        finally:
+            os.close(go_w)
+            await err_stream.aclose()
+
+    # -- exec ----------------------------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        container: Container,
+        argv: Sequence[str],
+        *,
+        env: Sequence[str] = (),
+        user: str | None = None,
+        cwd: str | None = None,
+        stdio: Stdio | None = None,
+    ) -> ExitStatus:
+        """Run `argv` in all of the container's namespaces and its root; wait for its exit status."""
+        try:
+            process = await self.start_exec(container, argv, env=env, user=user, cwd=cwd, stdio=stdio)
+        except ContainerStartError as exc:
+            if exc.stage != "exec":
+                raise
+            # like `docker exec`: 127 for a command not found, 126 for one that cannot run
+            if stdio is not None and stdio.stderr is not None:
+                with contextlib.suppress(OSError):
+                    os.write(stdio.stderr, f"{exc}\n".encode())
+            return ExitStatus(127 if exc.errno == errno.ENOENT else 126)
+        try:
+            return await process.wait()
+        except BaseException:
+            await process.kill_and_reap()
+            raise
+
+    async def start_exec(
+        self,
+        container: Container,
+        argv: Sequence[str],
+        *,
+        env: Sequence[str] = (),
+        user: str | None = None,
+        cwd: str | None = None,
+        stdio: Stdio | None = None,
+    ) -> Process:
+        spec, base = container.spec, container.plan
+        if spec is None or base is None or container._status is not None:
+            raise ContainerSpecError(f"exec: container {spec.id if spec else '?'} is not running")
+        if not argv:
+            raise ContainerSpecError("exec: empty command")
+        root = Path(f"/proc/{container.pid}/root")
+        resolved = _resolve(user if user is not None else spec.user, spec.group_add, [root])
+        merged = _merge_env(base.env, env)
+        plan = replace(
+            base, kind="exec", target_pid=container.pid, unshare_flags=0, netns_path="", mounts=(),
+            argv=tuple(argv), env=merged, cwd=cwd or base.cwd,
+            uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
+        )  # fmt: skip
+        pidfd = os.dup(container.pidfd)
+        try:
+            # the container's pidfd travels with the request: setns(pidfd, ...) cannot hit a recycled pid
+            return await self._launch(plan, stdio or Stdio(), spec.cgroup, None, {"pidfd": pidfd})
+        finally:
+            os.close(pidfd)
+
+    # -- remove --------------------------------------------------------------------------------------------
+
+    def remove(self, container_id: str) -> None:
+        """Delete the container's folder (writable layer included). The container must have exited."""
+        shutil.rmtree(self.layout.container_dir(container_id), ignore_errors=True)
+
+
+# -- the plan ---------------------------------------------------------------------------------------------
+
+
+def _resolve(user: str, group_add: Sequence[str], dirs: Sequence[Path]) -> ResolvedUser:
+    passwd = find_in_layers(dirs, "etc/passwd")
+    group = find_in_layers(dirs, "etc/group")
+    return resolve_user(user, passwd, group, group_add)
+
+
+def _merge_env(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    out: dict[str, str] = {}
+    for item in (*base, *extra):
+        key, _, value = item.partition("=")
+        out[key] = value
+    return tuple(f"{k}={v}" for k, v in out.items())
+
+
+def _check_path(path: str, what: str) -> None:
+    if not path.startswith("/"):
+        raise ContainerSpecError(f"{what}: {path!r} is not an absolute path")
+
+
+def _rlimit_number(name: str) -> int:
+    attr = "RLIMIT_" + name.upper().removeprefix("RLIMIT_")
+    number = getattr(resource, attr, None)
+    if not isinstance(number, int):
+        raise ContainerSpecError(f"ulimits: unknown limit {name!r}")
+    return number
+
+
+def _check_sysctl(key: str, network_mode: str) -> None:
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        return
+    if key.startswith("net."):
+        if network_mode == "host":
+            raise ContainerSpecError(f"sysctls: {key} cannot be set with the host network")
+        return
+    raise ContainerSpecError(f"sysctls: {key} is not namespaced and cannot be set in a container")
+
+
+def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> LaunchPlan:
+    """The start of `spec` as plain data for the child (reads the image's /etc/passwd and /etc/group)."""
+    if not spec.argv:
+        raise ContainerSpecError(f"container {spec.id}: no command (neither entrypoint nor command)")
+    if not spec.lower_dirs:
+        raise ContainerSpecError(f"container {spec.id}: no image layers")
+    _check_path(spec.cwd, "working_dir")
+    folder = layout.container_dir(spec.id)
+    upper = folder / "upper"
+    user = _resolve(spec.user, spec.group_add, [upper, *spec.lower_dirs])
+    hostname = spec.hostname or spec.id[:12]
+    env = list(spec.env)
+    keys = {item.partition("=")[0] for item in env}
+    if "PATH" not in keys:
+        env.insert(0, f"PATH={DEFAULT_PATH}")
+    if "HOSTNAME" not in keys:
+        env.insert(1, f"HOSTNAME={hostname}")
+    if "HOME" not in keys:
+        env.append(f"HOME={user.home}")
+    steps: list[MountStep] = []
+    for source, target in ((spec.etc_hostname, "/etc/hostname"), (spec.etc_hosts, "/etc/hosts"),
+                           (spec.etc_resolv_conf, "/etc/resolv.conf")):  # fmt: skip
+        if source is not None:
+            steps.append(MountStep(kind="bind", source=str(source), target=target, recursive=False))
+    argv = tuple(spec.argv)
+    if spec.init:
+        steps.append(
+            MountStep(kind="bind", source=str(TINI), target=INIT_PATH, read_only=True, recursive=False)
+        )
+        argv = (INIT_PATH, "--", *argv)
+    for mount in sorted(spec.mounts, key=lambda m: len([p for p in m.target.split("/") if p])):
+        _check_path(mount.target, "mounts")
+        if isinstance(mount, BindMount):
+            if mount.create_source:
+                mount.source.mkdir(parents=True, exist_ok=True)
+            steps.append(MountStep(kind="bind", source=str(mount.source), target=mount.target,
+                                   read_only=mount.read_only, recursive=mount.recursive,
+                                   propagation=_PROPAGATION[mount.propagation]))  # fmt: skip
+        elif isinstance(mount, TmpfsMount):
+            options = [f"mode={mount.mode:o}"] + ([f"size={mount.size}"] if mount.size else [])
+            flags = libc.MS_NOSUID | libc.MS_NODEV | (libc.MS_NOEXEC if mount.noexec else 0)
+            steps.append(MountStep(kind="tmpfs", target=mount.target, read_only=mount.read_only, flags=flags,
+                                   data=",".join(options)))  # fmt: skip
+    for key, _ in spec.sysctls:
+        _check_sysctl(key, spec.network.mode)
+    if spec.network.mode == "join" and not spec.network.path:
+        raise ContainerSpecError(f"container {spec.id}: network mode join needs a netns path")
+    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWPID
+    if spec.network.mode == "new":
+        flags |= libc.CLONE_NEWNET
+    caps = resolve_caps(cap_add=spec.cap_add, cap_drop=spec.cap_drop, privileged=spec.privileged,
+                        last_cap=last_cap)  # fmt: skip
+    return LaunchPlan(
+        kind="start",
+        container_id=spec.id,
+        unshare_flags=flags,
+        netns_path=spec.network.path if spec.network.mode == "join" else "",
+        rootfs=str(folder / "rootfs"),
+        lower_dirs=tuple(str(d) for d in spec.lower_dirs),
+        upper_dir=str(upper),
+        work_dir=str(folder / "work"),
+        read_only=spec.read_only,
+        mounts=tuple(steps),
+        masked_paths=() if spec.privileged else DEFAULT_MASKED_PATHS,
+        readonly_paths=() if spec.privileged else DEFAULT_READONLY_PATHS,
+        sys_read_only=not spec.privileged,
+        hostname=hostname,
+        domainname=spec.domainname,
+        sysctls=tuple(spec.sysctls),
+        rlimits=tuple((_rlimit_number(r.name), r.soft, r.hard) for r in spec.rlimits),
+        caps=cap_mask(caps),
+        last_cap=last_cap,
+        no_new_privs=spec.no_new_privs,
+        uid=user.uid,
+        gid=user.gid,
+        groups=user.groups,
+        cwd=spec.cwd,
+        argv=argv,
+        env=tuple(env),
+    )

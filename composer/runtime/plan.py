@@ -1,0 +1,57 @@
+"""`LaunchPlan`: the container's start (or an exec) reduced to plain paths and numbers.
+
+Built in the supervisor by composer/runtime/launch.py, pickled to the fork-server, and carried out
+by composer/runtime/init.py. Stdlib only: the fork-server unpickles it without importing anything heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LaunchPlan", "MountStep"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountStep:
+    kind: str  # "bind" or "tmpfs"
+    target: str  # absolute path inside the container
+    source: str = ""
+    read_only: bool = False
+    propagation: int = 0  # MS_PRIVATE / MS_SLAVE / MS_SHARED, with MS_REC for the r-forms; 0 = leave
+    recursive: bool = True
+    flags: int = 0  # extra mount flags (tmpfs: MS_NOSUID, MS_NODEV, MS_NOEXEC)
+    data: str = ""  # tmpfs options
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchPlan:
+    kind: str  # "start" or "exec"
+    container_id: str
+    # namespaces
+    unshare_flags: int = 0  # for the intermediate (start); the PID 1 adds CLONE_NEWCGROUP after GO
+    netns_path: str = ""  # join this netns first (start with network mode `join`)
+    target_pid: int = 0  # exec: the container's PID 1 (its pidfd travels with the request)
+    # root filesystem (start)
+    rootfs: str = ""
+    lower_dirs: tuple[str, ...] = ()
+    upper_dir: str = ""
+    work_dir: str = ""
+    read_only: bool = False
+    mounts: tuple[MountStep, ...] = ()
+    masked_paths: tuple[str, ...] = ()
+    readonly_paths: tuple[str, ...] = ()
+    sys_read_only: bool = True
+    # process
+    hostname: str = ""
+    domainname: str = ""
+    sysctls: tuple[tuple[str, str], ...] = ()
+    rlimits: tuple[tuple[int, int, int], ...] = ()  # (RLIMIT_*, soft, hard)
+    caps: int = 0  # mask of the capabilities kept
+    last_cap: int = 40
+    no_new_privs: bool = False
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
+    cwd: str = "/"
+    argv: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
