@@ -8,6 +8,7 @@ as in Docker's JSON.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,6 +71,16 @@ class ImageConfig:
     def with_env(self, key: str, value: str) -> ImageConfig:
         kept = tuple(item for item in self.env if item.partition("=")[0] != key)
         return replace(self, env=(*kept, f"{key}={value}"))
+
+    def argv(
+        self, entrypoint: Sequence[str] | None = None, command: Sequence[str] | None = None
+    ) -> tuple[str, ...]:
+        """The process a container runs, by Docker's rules: a given `entrypoint` replaces the image's
+        ENTRYPOINT *and* drops its CMD; a given `command` replaces CMD; an empty list clears either;
+        `None` means "not set, use the image's"."""
+        if entrypoint is not None:
+            return (*entrypoint, *(command or ()))
+        return (*(self.entrypoint or ()), *(self.cmd or () if command is None else command))
 
     def to_oci(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -1,7 +1,8 @@
 """Base images for real: bootstrap debian:bookworm from the mirror the host's apt uses, once per session.
 
 The bootstrap (~15-20 s) is shared by the session's tests through a session-scoped store under the
-session's temporary folder. Until the runtime lands, the image is checked with chroot.
+session's temporary folder. The image's contents are checked with chroot; one test runs it through
+composer's own runtime.
 """
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import trio
 
 from composer.image import base
 from composer.image.aptconfig import find_debian_mirror, read_host_apt
 from composer.image.base import SuiteNotFound, ensure_base_image
 from composer.image.store import Image, ImageStore
+from composer.runtime.forkserver import ForkServer
+from composer.runtime.launch import ExitStatus, Runtime
+from composer.runtime.spec import ContainerSpec, Stdio
 from composer.storage.layout import Layout
 
 ETC_APT = Path("/etc/apt")
@@ -158,3 +165,53 @@ def test_debootstrap_fallback(layout: Layout, tmp_path: Path) -> None:
     result = _chroot(store, image, tmp_path, "apt-get", "--version")
     assert result.returncode == 0, result.stderr
     assert (_rootfs(store, image) / "etc/resolv.conf").read_text() == ""
+
+
+@pytest.fixture(scope="module")
+def forkserver() -> Iterator[ForkServer]:
+    server = ForkServer.start()
+    yield server
+    server.close()
+
+
+def test_bookworm_runs_in_a_composer_container(
+    bookworm: tuple[ImageStore, Image, list[str]], forkserver: ForkServer
+) -> None:
+    """The bootstrapped image through composer's own runtime (namespaces, overlay, pivot_root), with the
+    image's Env and Docker's argv rules, as a service with `command: [apt-get, --version]` would run."""
+    store, image, _ = bookworm
+    runtime = Runtime(store.layout, forkserver)
+    spec = ContainerSpec(
+        id="bookworm-apt",
+        lower_dirs=tuple(store.layer_dirs(image)),
+        argv=image.config.argv(
+            command=["sh", "-c", "apt-get --version | head -1; cat /etc/debian_version; id -u"]
+        ),
+        env=image.config.env,
+        hostname="apt-test",
+    )
+
+    async def main() -> tuple[ExitStatus, str]:
+        read_end, write_end = os.pipe()
+        try:
+            container = await runtime.start(
+                replace(spec, stdio=Stdio(stdin=None, stdout=write_end, stderr=write_end))
+            )
+        finally:
+            os.close(write_end)
+        chunks: list[bytes] = []
+        try:
+            async with trio.lowlevel.FdStream(read_end) as stream:
+                while chunk := await stream.receive_some(65536):
+                    chunks.append(chunk)
+            status = await container.wait()
+        finally:
+            await container.kill_and_reap()
+            runtime.remove(spec.id)
+        return status, b"".join(chunks).decode()
+
+    status, out = trio.run(main)
+    assert status == ExitStatus(0), out
+    apt, version, uid = out.split("\n")[:3]
+    assert apt.startswith("apt 2.6") and version.startswith("12.") and uid == "0"
+    assert not any(store.layout.containers.iterdir()), "the container's writable layer was removed"
