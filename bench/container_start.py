@@ -159,8 +159,11 @@ def bench_oci(tool: str, rootfs: Path, work: Path, runs: int) -> list[float] | N
     times = []
     for i in range(runs):
         start = time.perf_counter()
-        subprocess.run([tool, "run", "-b", str(bundle), f"bench-{os.getpid()}-{i}"], check=True,
-                       stdin=subprocess.DEVNULL)  # fmt: skip
+        done = subprocess.run([tool, "run", "-b", str(bundle), f"bench-{os.getpid()}-{i}"],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise RuntimeError(last)
         times.append(time.perf_counter() - start)
     return times
 
@@ -177,6 +180,7 @@ def main() -> None:
         rootfs = _busybox_rootfs(work / "rootfs")
         result = bench_composer(forkserver, rootfs, work / "state", args.runs)
         rows: list[tuple[str, str, str]] = []
+        failures: list[str] = []
 
         def row(name: str, times: list[float]) -> None:
             rows.append((name, f"{statistics.median(times) * 1e3:.2f}", f"{_pct(times, 0.9) * 1e3:.2f}"))
@@ -187,7 +191,12 @@ def main() -> None:
         unshare = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "--mount-proc", "true"]
         row(" ".join(unshare), bench_command(unshare, args.runs))
         for tool in ("crun", "runc"):
-            times = bench_oci(tool, rootfs, work, min(args.runs, 50))
+            try:
+                times = bench_oci(tool, rootfs, work, min(args.runs, 50))
+            except RuntimeError as exc:  # e.g. crun 1.8 refuses a cgroup v1/v2 hybrid host
+                rows.append((f"{tool} run", "failed", ""))
+                failures.append(f"{tool}: {exc}")
+                continue
             if times is None:
                 rows.append((f"{tool} run", "not installed", ""))
             else:
@@ -196,6 +205,8 @@ def main() -> None:
         print(f"{'container start -> exit of `true`':<{width}}  {'median ms':>13}  {'p90 ms':>8}")
         for name, median, p90 in rows:
             print(f"{name:<{width}}  {median:>13}  {p90:>8}")
+        for failure in failures:
+            print(f"note: {failure}")
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"supervisor RSS per running container: {result.rss_kib:.1f} KiB; max RSS {max_rss:.1f} MiB")
     finally:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         ImageListOptions,
         ImageLoadOptions,
         ImagePruneOptions,
+        ImagePullOptions,
         ImageRemoveOptions,
         ImageTagOptions,
     )
@@ -358,6 +359,26 @@ def image_import(options: GlobalOptions, opts: ImageImportOptions, *, environ: M
     else:
         image = import_rootfs(store, Path(opts.source), opts.reference, opts.changes, message=opts.message)
     print(image.id)
+    return 0
+
+
+def image_pull(options: GlobalOptions, opts: ImagePullOptions, *, environ: Mapping[str, str]) -> int:
+    """`composer image pull`: there is no registry; base images are bootstrapped from Debian's mirror
+    (once: a second pull finds the stored image). Progress lines go to standard error."""
+    from composer.image.base import ensure_base_image
+
+    store = _store(options, environ)
+    store.layout.ensure()
+
+    def progress(line: str) -> None:
+        if not opts.quiet:
+            print(f"{opts.reference}: {line}", file=sys.stderr, flush=True)
+
+    image = ensure_base_image(store, opts.reference, layout=store.layout, progress=progress, environ=environ)
+    if image is None:
+        print(f"{opts.reference}: the empty image needs no pull", file=sys.stderr)
+        return 0
+    print(image.id if opts.quiet else f"{', '.join(image.tags)}  {image.short_id}")
     return 0
 
 

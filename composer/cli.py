@@ -23,6 +23,7 @@ from composer.options import (
     ImageListOptions,
     ImageLoadOptions,
     ImagePruneOptions,
+    ImagePullOptions,
     ImageRemoveOptions,
     ImageTagOptions,
 )
@@ -120,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_image_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
-    image = commands.add_parser("image", help="manage images: ls, rm, inspect, prune, load, import, tag")
+    image = commands.add_parser(
+        "image", help="manage images: ls, rm, inspect, prune, load, import, pull, tag"
+    )
     _add_global_flags(image, suppress=True, project=False)
     sub = image.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -152,6 +155,9 @@ def _add_image_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         "VOLUME, WORKDIR); repeatable",
     )  # fmt: skip
     imp.add_argument("-m", "--message", default="", help="commit message for the image's history")
+    pull = leaf("pull", "bootstrap a base image (scratch, debian:<suite>) from the host's Debian mirror")
+    pull.add_argument("reference", metavar="NAME[:TAG]")
+    pull.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     tag = leaf("tag", "give an image another name")
     tag.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
     tag.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
@@ -211,6 +217,10 @@ def _run_image(options: GlobalOptions, args: argparse.Namespace) -> int:
             source=args.source, reference=args.reference, changes=tuple(args.changes), message=args.message
         )
         return app.image_import(options, opts_import, environ=environ)
+    if command == "pull":
+        return app.image_pull(
+            options, ImagePullOptions(reference=args.reference, quiet=args.quiet), environ=environ
+        )
     if command == "tag":
         opts_tag = ImageTagOptions(source=args.source, target=args.target)
         return app.image_tag(options, opts_tag, environ=environ)

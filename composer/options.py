@@ -70,6 +70,12 @@ class ImageImportOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePullOptions:
+    reference: str
+    quiet: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ImageTagOptions:
     source: str
     target: str

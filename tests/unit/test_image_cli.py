@@ -182,3 +182,25 @@ def test_errors_are_one_line(
 def test_image_needs_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "image")
     assert code == 16 and "required" in err
+
+
+def test_pull_of_a_non_base_image_says_there_is_no_registry(
+    capsys: pytest.CaptureFixture[str], root: Path
+) -> None:
+    code, out, err = run(capsys, "--root", str(root), "image", "pull", "ubuntu:22.04")
+    assert (code, out) == (1, "")
+    assert err.startswith("ubuntu:22.04: no image registry is available; base images are scratch, debian:")
+
+
+def test_pull_of_a_stored_base_image_is_instant_and_needs_no_network(
+    capsys: pytest.CaptureFixture[str], root: Path, archive: tuple[Path, str]
+) -> None:
+    """A debian tag already in the store is found before any mirror is asked (the real bootstrap is
+    tests/privileged/test_base_images.py)."""
+    path, _ = archive
+    assert run(capsys, "--root", str(root), "image", "load", "-i", str(path))[0] == 0
+    loaded = run(capsys, "--root", str(root), "image", "ls", "-q")[1].split()[0]
+    assert run(capsys, "--root", str(root), "image", "tag", loaded, "debian:bookworm")[0] == 0
+    code, out, _ = run(capsys, "--root", str(root), "image", "pull", "-q", "debian:bookworm")
+    assert code == 0 and out.strip().startswith("sha256:") and out.strip()[7:19] == loaded
+    assert run(capsys, "--root", str(root), "image", "pull", "scratch")[0] == 0
