@@ -3,7 +3,9 @@
     sudo .venv/bin/python bench/container_start.py [--runs 200]
 
 Rows: composer one at a time (median and p90 of single starts), 50 in a row and 50 in parallel
-(wall time / 50), the `unshare` floor, and `crun run` / `runc run` on the same rootfs when installed.
+(wall time / 50), the same start on an image of 40 and 120 extra layers named like the store's (each
+row says whether its overlay options fit mount(2)'s one page or went through `lowerdir+`), the
+`unshare` floor, and `crun run` / `runc run` on the same rootfs when installed.
 Also: the supervisor's RSS growth per running container. Needs root. Prints a table.
 """
 
@@ -73,11 +75,24 @@ class ComposerResult:
     in_a_row: float
     parallel: float
     rss_kib: float
+    by_layers: dict[int, tuple[str, list[float]]]
+
+
+def _extra_layers(base: Path, count: int) -> list[Path]:
+    """`count` one-file layers named by 64 hex digits, as the store's are, top first."""
+    out = []
+    for i in range(count):
+        layer = base / f"{i:064x}"
+        layer.mkdir(parents=True)
+        (layer / f"file-{i}").write_text("x")
+        out.append(layer)
+    return out[::-1]
 
 
 def bench_composer(forkserver: ForkServer, rootfs: Path, state: Path, runs: int) -> ComposerResult:
     import trio
 
+    from composer.runtime import rootfs as overlay
     from composer.runtime.launch import Runtime
     from composer.runtime.spec import ContainerSpec
     from composer.storage.layout import Layout
@@ -85,12 +100,14 @@ def bench_composer(forkserver: ForkServer, rootfs: Path, state: Path, runs: int)
     layout = Layout(state).ensure()
     runtime = Runtime(layout, forkserver)
 
-    def spec(name: str, argv: tuple[str, ...] = ("true",)) -> ContainerSpec:
-        return ContainerSpec(id=name, lower_dirs=(rootfs,), argv=argv)
+    tall = _extra_layers(state.parent / "l", 120)  # <work>/l/<64 hex>, close to the default root's length
 
-    async def one(name: str) -> float:
+    def spec(name: str, argv: tuple[str, ...] = ("true",), layers: int = 0) -> ContainerSpec:
+        return ContainerSpec(id=name, lower_dirs=(*tall[:layers], rootfs), argv=argv)
+
+    async def one(name: str, layers: int = 0) -> float:
         start = time.perf_counter()
-        container = await runtime.start(spec(name))
+        container = await runtime.start(spec(name, layers=layers))
         status = await container.wait()
         took = time.perf_counter() - start
         assert status.code == 0, status
@@ -120,6 +137,17 @@ def bench_composer(forkserver: ForkServer, rootfs: Path, state: Path, runs: int)
         parallel = (time.perf_counter() - start) / 50
         for i in range(50):
             runtime.remove(f"p{i}")
+        by_layers: dict[int, tuple[str, list[float]]] = {}
+        for layers in (40, 120):
+            await trio.to_thread.run_sync(wait_idle)
+            folder = layout.container_dir(f"l{layers}-0")
+            lower = tuple(str(d) for d in spec("x", layers=layers).lower_dirs)
+            fits = overlay.fits_mount_data(lower, str(folder / "upper"), str(folder / "work"))
+            times = []
+            for i in range(min(runs, 100)):
+                times.append(await one(f"l{layers}-{i}", layers))
+                runtime.remove(f"l{layers}-{i}")
+            by_layers[layers] = ("mount(2)" if fits else "lowerdir+", times)
         # supervisor memory per running container
         before = _rss_kib()
         running = [await runtime.start(spec(f"m{i}", ("sleep", "1000"))) for i in range(50)]
@@ -128,7 +156,7 @@ def bench_composer(forkserver: ForkServer, rootfs: Path, state: Path, runs: int)
             await container.stop(grace=0)
         for i in range(50):
             runtime.remove(f"m{i}")
-        return ComposerResult(singles, in_a_row, parallel, per_container)
+        return ComposerResult(singles, in_a_row, parallel, per_container, by_layers)
 
     return trio.run(main)
 
@@ -188,6 +216,8 @@ def main() -> None:
         row("composer, one at a time", result.singles)
         rows.append(("composer, 50 in a row (wall/50)", f"{result.in_a_row * 1e3:.2f}", ""))
         rows.append(("composer, 50 in parallel (wall/50)", f"{result.parallel * 1e3:.2f}", ""))
+        for layers, (method, times) in result.by_layers.items():
+            row(f"composer, image of {layers} + 1 layers ({method})", times)
         unshare = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "--mount-proc", "true"]
         row(" ".join(unshare), bench_command(unshare, args.runs))
         for tool in ("crun", "runc"):

@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from composer.runtime import libc, mounts, rootfs
+from composer.runtime import console, libc, mounts, rootfs
 from composer.runtime.plan import LaunchPlan
 
 __all__ = ["EXIT_STAGE_FAILED", "INIT_PATH", "decode_failure", "encode_failure", "run_intermediate"]
@@ -118,7 +118,8 @@ def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
     if go != b"G":
         os._exit(EXIT_STAGE_FAILED)
     os.close(fds["go"])
-    _stage("stdio", lambda: _stdio(fds))
+    if not plan.tty:
+        _stage("stdio", lambda: _stdio(fds))
     os.umask(0)
     if plan.kind == "start":
         root = plan.rootfs
@@ -134,6 +135,8 @@ def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
         if plan.read_only:
             _stage("read_only", lambda: rootfs.remount_read_only(root))
         _stage("pivot_root", lambda: rootfs.pivot(root))
+        if plan.tty:
+            _stage("tty", lambda: _terminal(plan, fds, console_path="/dev/console"))
         if plan.hostname:
             _stage("hostname", lambda: libc.sethostname(plan.hostname))
         if plan.domainname:
@@ -144,6 +147,8 @@ def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
         _stage("masked_paths", lambda: mounts.mask_paths(plan.masked_paths))
     else:
         _stage("chroot", lambda: _chroot(root_fd))
+        if plan.tty:
+            _stage("tty", lambda: _terminal(plan, fds, console_path=""))
     for number, soft, hard in plan.rlimits:
         _stage("rlimits", lambda n=number, s=soft, h=hard: resource.setrlimit(n, (s, h)))  # type: ignore[misc]
     os.umask(0o022)
@@ -171,6 +176,19 @@ def _stdio(fds: Mapping[str, int]) -> None:
         os.dup2(fd, target, inheritable=True)
     if null > 2:
         os.close(null)
+
+
+def _terminal(plan: LaunchPlan, fds: Mapping[str, int], console_path: str) -> None:
+    """A pty from the container's devpts: the master goes to the supervisor, the slave becomes stdio."""
+    master, slave, path = console.open_pty(*plan.tty_size)
+    try:
+        if console_path:
+            libc.mount(path, console_path, None, libc.MS_BIND)
+    except BaseException:
+        os.close(master)
+        raise
+    console.send_master(fds["console"], master)
+    console.take_as_controlling(slave, plan.uid)
 
 
 def _chroot(root_fd: int) -> None:

@@ -3,6 +3,7 @@
     forkserver = ForkServer.start()            # early, before trio is imported
     runtime = Runtime(layout, forkserver)      # layout: composer.storage.layout.Layout (or any ContainerDirs)
     container = await runtime.start(spec)      # returns once the container's argv is exec'd
+    container.terminal                         # with spec.tty: the pty's master (Terminal); caller closes
     status = await container.wait()            # ExitStatus(code=0 | 128+N, signal=N | None)
     await runtime.exec(container, ["sh", "-c", "..."])
     await container.stop(signal.SIGTERM, grace=10)
@@ -30,8 +31,10 @@ from pathlib import Path
 import trio
 
 from composer.errors import ComposerError
-from composer.runtime import libc
+from composer.runtime import libc, rootfs
 from composer.runtime.caps import cap_mask, resolve_caps
+from composer.runtime.console import DEFAULT_SIZE as DEFAULT_TTY_SIZE
+from composer.runtime.console import Terminal, receive_master
 from composer.runtime.forkserver import ForkServer, LaunchFailed, decode_reply, encode_request
 from composer.runtime.init import INIT_PATH, decode_failure
 from composer.runtime.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
@@ -95,6 +98,7 @@ class Process:
 
     pid: int
     pidfd: int
+    terminal: Terminal | None = None  # the pty's master with tty; the caller closes it (after reading out)
     _status: ExitStatus | None = None
     _reaping: bool = False
     _done: trio.Event = field(default_factory=trio.Event)
@@ -194,7 +198,9 @@ class Runtime:
             if created:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
-        return Container(pid=process.pid, pidfd=process.pidfd, spec=spec, plan=plan)
+        return Container(
+            pid=process.pid, pidfd=process.pidfd, terminal=process.terminal, spec=spec, plan=plan
+        )
 
     async def _launch(
         self,
@@ -206,6 +212,9 @@ class Runtime:
     ) -> Process:
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        console_sock, console_child = (
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if plan.tty else (None, None)
+        )
         early_go = cgroup is None and before_go is None
         if early_go:  # nothing to do between fork and exec: the process need not wait for a round trip
             os.write(go_w, b"G")
@@ -216,6 +225,8 @@ class Runtime:
                 fd = getattr(stdio, role)
                 if fd is not None:
                     fds[role] = fd
+            if console_child is not None:
+                fds["console"] = console_child.fileno()
             try:
                 pid = await self._request(plan, fds)
             except LaunchFailed as exc:
@@ -223,6 +234,8 @@ class Runtime:
             finally:
                 os.close(go_r)
                 os.close(err_w)
+                if console_child is not None:
+                    console_child.close()
             process = Process(pid=pid, pidfd=os.pidfd_open(pid))
             try:
                 if cgroup is not None:
@@ -240,13 +253,23 @@ class Runtime:
                     await process.wait()
                     stage, err, detail = decode_failure(failure) if failure else ("start", 0, "exited early")
                     raise ContainerStartError(plan.container_id, stage, err, detail)
+                if console_sock is not None:
+                    # sent before exec, so it is queued by now that the error pipe saw exec's EOF
+                    master = receive_master(console_sock)
+                    if master is None:
+                        raise ContainerStartError(plan.container_id, "tty", 0, "no terminal came back")
+                    process.terminal = Terminal(master)
             except BaseException:
+                if process.terminal is not None:
+                    process.terminal.close()
                 await process.kill_and_reap()
                 raise
             return process
         finally:
             os.close(go_w)
             await err_stream.aclose()
+            if console_sock is not None:
+                console_sock.close()
 
     # -- exec ----------------------------------------------------------------------------------------------
 
@@ -286,19 +309,28 @@ class Runtime:
         user: str | None = None,
         cwd: str | None = None,
         stdio: Stdio | None = None,
+        tty: bool = False,
+        tty_size: tuple[int, int] = DEFAULT_TTY_SIZE,
     ) -> Process:
+        """Start `argv` in the container (as `exec`) and return it running; with `tty`, its stdio is a
+        new pty of the container's devpts and `process.terminal` holds the master (the caller closes it)."""
         spec, base = container.spec, container.plan
         if spec is None or base is None or container._status is not None:
             raise ContainerSpecError(f"exec: container {spec.id if spec else '?'} is not running")
         if not argv:
             raise ContainerSpecError("exec: empty command")
+        if tty and stdio is not None and stdio != Stdio():
+            raise ContainerSpecError(
+                "exec: tty and stdio descriptors exclude each other (the pty is all three)"
+            )
+        _check_tty_size(tty_size, "exec")
         root = Path(f"/proc/{container.pid}/root")
         resolved = _resolve(user if user is not None else spec.user, spec.group_add, [root])
         merged = _merge_env(base.env, env)
         plan = replace(
             base, kind="exec", target_pid=container.pid, unshare_flags=0, netns_path="", mounts=(),
             argv=tuple(argv), env=merged, cwd=cwd or base.cwd,
-            uid=resolved.uid, gid=resolved.gid, groups=resolved.groups,
+            uid=resolved.uid, gid=resolved.gid, groups=resolved.groups, tty=tty, tty_size=tty_size,
         )  # fmt: skip
         pidfd = os.dup(container.pidfd)
         try:
@@ -336,6 +368,12 @@ def _check_path(path: str, what: str) -> None:
         raise ContainerSpecError(f"{what}: {path!r} is not an absolute path")
 
 
+def _check_tty_size(size: tuple[int, int], what: str) -> None:
+    rows, cols = size
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise ContainerSpecError(f"{what}: bad tty size {rows}x{cols} (rows x columns, 1 to 65535)")
+
+
 def _rlimit_number(name: str) -> int:
     attr = "RLIMIT_" + name.upper().removeprefix("RLIMIT_")
     number = getattr(resource, attr, None)
@@ -361,8 +399,19 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
     if not spec.lower_dirs:
         raise ContainerSpecError(f"container {spec.id}: no image layers")
     _check_path(spec.cwd, "working_dir")
+    if spec.tty and spec.stdio != Stdio():
+        raise ContainerSpecError(f"container {spec.id}: tty and stdio descriptors exclude each other")
+    _check_tty_size(spec.tty_size, f"container {spec.id}")
     folder = layout.container_dir(spec.id)
     upper = folder / "upper"
+    lower_dirs = tuple(str(d) for d in spec.lower_dirs)
+    if not rootfs.fits_mount_data(lower_dirs, str(upper), str(folder / "work")) and (
+        not rootfs.lowerdir_plus_supported()
+    ):
+        raise ContainerSpecError(
+            f"container {spec.id}: {len(lower_dirs)} image layers do not fit in mount(2)'s options, and this "
+            "kernel's overlayfs lacks lowerdir+ (Linux 6.8) to add them one by one"
+        )
     user = _resolve(spec.user, spec.group_add, [upper, *spec.lower_dirs])
     hostname = spec.hostname or spec.id[:12]
     env = list(spec.env)
@@ -412,7 +461,7 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
         unshare_flags=flags,
         netns_path=spec.network.path if spec.network.mode == "join" else "",
         rootfs=str(folder / "rootfs"),
-        lower_dirs=tuple(str(d) for d in spec.lower_dirs),
+        lower_dirs=lower_dirs,
         upper_dir=str(upper),
         work_dir=str(folder / "work"),
         read_only=spec.read_only,
@@ -433,4 +482,6 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
         cwd=spec.cwd,
         argv=argv,
         env=tuple(env),
+        tty=spec.tty,
+        tty_size=spec.tty_size,
     )

@@ -55,3 +55,6 @@ class LaunchPlan:
     cwd: str = "/"
     argv: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
+    # a pty from the container's devpts as stdio; the master goes back over the "console" socket
+    tty: bool = False
+    tty_size: tuple[int, int] = (24, 80)  # rows, columns

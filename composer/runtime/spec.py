@@ -124,5 +124,7 @@ class ContainerSpec:
     sysctls: tuple[tuple[str, str], ...] = ()  # namespaced sysctls only (kernel.shm*, net.*, ...)
     network: Network = field(default_factory=Network)
     init: bool = False  # tini as PID 1 in front of argv, like `docker run --init`
-    stdio: Stdio = field(default_factory=Stdio)
+    stdio: Stdio = field(default_factory=Stdio)  # must stay empty with tty: the pty is all three
+    tty: bool = False  # a pseudo-terminal as stdin/stdout/stderr; the caller gets its master (`.terminal`)
+    tty_size: tuple[int, int] = (24, 80)  # the terminal's first size: rows, columns
     cgroup: CgroupHook | None = None

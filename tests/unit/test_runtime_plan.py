@@ -11,8 +11,8 @@ from composer.runtime import libc
 from composer.runtime.init import INIT_PATH, decode_failure, encode_failure
 from composer.runtime.launch import ContainerSpecError, ContainerStartError, ExitStatus, build_plan
 from composer.runtime.mounts import DEFAULT_MASKED_PATHS, secure_join
-from composer.runtime.rootfs import overlay_options
-from composer.runtime.spec import BindMount, ContainerSpec, Network, Rlimit, TmpfsMount
+from composer.runtime.rootfs import fits_mount_data, overlay_options
+from composer.runtime.spec import BindMount, ContainerSpec, Network, Rlimit, Stdio, TmpfsMount
 from composer.storage.layout import Layout
 
 
@@ -117,6 +117,31 @@ def test_overlay_options_escape_separators() -> None:
     )
 
 
+def test_overlay_options_fit_in_one_page_or_not() -> None:
+    def layers(count: int) -> tuple[str, ...]:
+        return tuple(f"/var/lib/composer/images/layers/{i:064x}" for i in range(count))  # the store's shape
+
+    assert fits_mount_data(layers(1), "/u", "/w")
+    assert fits_mount_data(layers(41), "/u", "/w")  # 97 bytes a layer
+    assert not fits_mount_data(layers(42), "/u", "/w")
+    page = os.sysconf("SC_PAGE_SIZE")
+    room = page - 1 - len("lowerdir=,upperdir=/u,workdir=/w")
+    assert fits_mount_data(("/" + "x" * (room - 1),), "/u", "/w")  # the NUL takes the last byte
+    assert not fits_mount_data(("/" + "x" * room,), "/u", "/w")
+
+
+def test_tty_in_the_plan(image: Path, tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "root")
+    plan = build_plan(spec_for(image), layout, last_cap=40)
+    assert (plan.tty, plan.tty_size) == (False, (24, 80))
+    plan = build_plan(spec_for(image, tty=True, tty_size=(50, 132)), layout, last_cap=40)
+    assert (plan.tty, plan.tty_size) == (True, (50, 132))
+    with pytest.raises(ContainerSpecError, match="tty and stdio descriptors exclude each other"):
+        build_plan(spec_for(image, tty=True, stdio=Stdio(stdin=0)), layout, last_cap=40)
+    with pytest.raises(ContainerSpecError, match="bad tty size 0x80 "):
+        build_plan(spec_for(image, tty=True, tty_size=(0, 80)), layout, last_cap=40)
+
+
 def test_failure_wire_format_and_messages() -> None:
     assert decode_failure(encode_failure("pivot_root", 22, "")) == ("pivot_root", 22, "")
     assert decode_failure(b"garbage") == ("garbage", 0, "")
@@ -151,4 +176,5 @@ def test_the_fork_server_loads_with_the_stdlib_only() -> None:
     assert {m for m in loaded if m.startswith("composer.")} <= {
         "composer.runtime", "composer.runtime.libc", "composer.runtime.plan", "composer.runtime.mounts",
         "composer.runtime.rootfs", "composer.runtime.init", "composer.runtime.forkserver",
+        "composer.runtime.console",
     }  # fmt: skip
