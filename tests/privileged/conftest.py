@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from composer.runtime.forkserver import ForkServer
+from composer.runtime.launch import Runtime
 from composer.storage.layout import Layout
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -200,3 +202,17 @@ def make_busybox_rootfs(target: Path) -> Path:
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A read-only-by-convention busybox root filesystem shared by the session's tests."""
     return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+@pytest.fixture(scope="session")
+def forkserver() -> Iterator[ForkServer]:
+    """One fork-server for the session (in the supervisor it is started before trio is imported)."""
+    server = ForkServer.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def runtime(layout: Layout, forkserver: ForkServer) -> Runtime:
+    """A runtime whose containers live under the test's own composer root."""
+    return Runtime(layout, forkserver)

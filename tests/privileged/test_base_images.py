@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,13 +164,6 @@ def test_debootstrap_fallback(layout: Layout, tmp_path: Path) -> None:
     result = _chroot(store, image, tmp_path, "apt-get", "--version")
     assert result.returncode == 0, result.stderr
     assert (_rootfs(store, image) / "etc/resolv.conf").read_text() == ""
-
-
-@pytest.fixture(scope="module")
-def forkserver() -> Iterator[ForkServer]:
-    server = ForkServer.start()
-    yield server
-    server.close()
 
 
 def test_bookworm_runs_in_a_composer_container(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,25 +14,12 @@ import pytest
 import trio
 
 from composer.runtime.caps import DEFAULT_CAPS, cap_mask, cap_names, resolve_caps
-from composer.runtime.forkserver import ForkServer
 from composer.runtime.launch import Container, ContainerStartError, ExitStatus, Runtime
 from composer.runtime.spec import BindMount, ContainerSpec, Network, Rlimit, Stdio, TmpfsMount
 from composer.storage.layout import Layout
 
 LAST_CAP = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
 DEFAULT_MASK = cap_mask(resolve_caps(last_cap=LAST_CAP))
-
-
-@pytest.fixture(scope="session")
-def forkserver() -> Iterator[ForkServer]:
-    server = ForkServer.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def runtime(layout: Layout, forkserver: ForkServer) -> Runtime:
-    return Runtime(layout, forkserver)
 
 
 @pytest.fixture

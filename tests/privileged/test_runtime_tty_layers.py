@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,23 +13,10 @@ import trio
 
 from composer.runtime import libc, rootfs
 from composer.runtime.console import Terminal
-from composer.runtime.forkserver import ForkServer
 from composer.runtime.launch import Container, ContainerStartError, ExitStatus, Runtime
 from composer.runtime.spec import ContainerSpec, Stdio
 from composer.storage.layout import Layout
 from tests.privileged.test_runtime import sh
-
-
-@pytest.fixture(scope="module")
-def forkserver() -> Iterator[ForkServer]:
-    server = ForkServer.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def runtime(layout: Layout, forkserver: ForkServer) -> Runtime:
-    return Runtime(layout, forkserver)
 
 
 @pytest.fixture
