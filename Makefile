@@ -6,8 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CACHE ?= .cache
 # Debian packages the tests need: dpkg-deb and apt fetch the Compose v2 reference binary; busybox-static
-# makes the small test images; mmdebstrap/debootstrap bootstrap debian:<suite>; iproute2 for the leak checks.
-APT_PACKAGES ?= ca-certificates dpkg busybox-static mmdebstrap debootstrap iproute2 tini
+# makes the small test images; mmdebstrap/debootstrap bootstrap debian:<suite>; iproute2 for the leak checks;
+# tini-static is init: true; nft holds composer's egress rules.
+APT_PACKAGES ?= ca-certificates dpkg busybox-static mmdebstrap debootstrap iproute2 tini nftables
 COMPOSE_V2 := $(CACHE)/peers/docker-compose
 STACK ?= stacks/demo/compose.yaml
 

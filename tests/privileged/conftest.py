@@ -1,9 +1,9 @@
 """Fixtures for tests on the real kernel (run as root; CI is root).
 
 Every test in this folder is marked `root`, skipped with a reason when not root, and wrapped in a
-leak check: after the test, no mount, network namespace, network link, composer cgroup, or process
-(a descendant of this test process, or an orphan in another pid namespace re-parented to init) that
-the test made may remain.
+leak check: after the test, no mount, network namespace, network link, composer cgroup, nft table,
+or process (a descendant of this test process, or an orphan in another pid namespace re-parented to
+init) that the test made may remain.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ def _netns() -> set[str]:
 
 def _links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
+
+
+def _nft_tables() -> set[str]:
+    nft = shutil.which("nft")
+    if nft is None:
+        return set()
+    done = subprocess.run([nft, "list", "tables"], capture_output=True, text=True, check=False)
+    return set(done.stdout.splitlines()) if done.returncode == 0 else set()
 
 
 def _cgroups() -> set[str]:
@@ -125,11 +133,12 @@ class Snapshot:
     netns: set[str]
     links: set[str]
     cgroups: set[str]
+    nft_tables: set[str]
     processes: dict[str, tuple[int, str | None]]
 
     @classmethod
     def take(cls) -> Snapshot:
-        return cls(_mounts(), _netns(), _links(), _cgroups(), _processes())
+        return cls(_mounts(), _netns(), _links(), _cgroups(), _nft_tables(), _processes())
 
     def leaks(self) -> list[str]:
         out = []
@@ -138,6 +147,7 @@ class Snapshot:
             ("network namespaces", _netns(), self.netns),
             ("network links", _links(), self.links),
             ("cgroups", _cgroups(), self.cgroups),
+            ("nftables tables", _nft_tables(), self.nft_tables),
         ):
             extra = sorted(now - then)
             if extra:

@@ -1,0 +1,11 @@
+"""Networks: bridges, IPAM, per-container veths in the container's netns, egress rules.
+
+The only package that imports pyroute2 (lazily, inside functions: DESIGN.md rule 6). The supervisor
+uses `NetworkManager` (composer/network/manager.py); the pieces:
+
+    ipam.py      subnets and addresses (pure planning) + the locked state file <root>/network/ipam.json
+    bridge.py    one Linux bridge per network (`cmp-<hash>`, full name in ifalias); the host's routes
+    netns.py     fork-free netns access: a netlink socket opened in a netns from a thread; pins
+    attach.py    a container's veths (peer made inside its netns as eth0..), addresses, default route
+    firewall.py  composer's own nftables table: masquerade for egress, isolation between networks
+"""

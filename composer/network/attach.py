@@ -1,0 +1,217 @@
+"""A container's side: veths with their peers made inside the container's netns, addresses, routes.
+
+`plan_interfaces` (pure) orders a container's networks and names its interfaces; `setup` (sync, one
+worker thread, two plain IPRoute sockets: the host's and one opened inside the netns) makes them:
+
+    host:   veth <host name> (master = the network's bridge, up), peer created directly in the netns
+            as eth0/eth1/... with the network's MTU and a MAC derived from its address (Docker's 02:42:..)
+    netns:  lo up; per interface: address, up; a default route via the chosen network's gateway
+            (none if every network is internal); ip_unprivileged_port_start=0 and
+            ping_group_range="0 2147483647" (what Docker sets in every container's netns)
+
+Teardown is lazy: dropping the netns (the container's exit, or `unpin`) lets the kernel take the
+veths in one batch (0.1-0.5 ms against 18-36 ms per synchronous `link del`: research §3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+
+from composer.errors import ComposerError
+from composer.network.netns import entered, ipr_in, short_name
+
+__all__ = [
+    "AttachError",
+    "InterfacePlan",
+    "InterfaceRequest",
+    "mac_for",
+    "plan_interfaces",
+    "setup",
+    "wait_links_gone",
+]
+
+VETH_PREFIX = "cmv"
+_NETNS_SYSCTLS = (
+    ("net/ipv4/ip_unprivileged_port_start", "0"),
+    ("net/ipv4/ping_group_range", "0 2147483647"),
+)
+
+
+class AttachError(ComposerError):
+    """A container's interfaces could not be made (`container web-1: network front: ...`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterfaceRequest:
+    """One network of a container, its address already assigned by IPAM."""
+
+    network: str
+    bridge: str
+    bridge_index: int
+    address: IPv4Interface
+    gateway: IPv4Address
+    internal: bool = False
+    mtu: int | None = None
+    mac_address: str | None = None
+    interface_name: str | None = None
+    priority: int = 0  # higher first: the order of eth0, eth1, ...
+    gw_priority: int = 0  # the default route goes through the highest (first on a tie)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterfacePlan:
+    request: InterfaceRequest
+    ifname: str  # inside the container
+    host_ifname: str  # the veth's host end
+    mac: str
+    default_route: bool
+
+
+def mac_for(address: IPv4Address) -> str:
+    """Docker's MAC for an address: 02:42 + the four address bytes (stable across restarts)."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
+def plan_interfaces(
+    container: str, requests: Sequence[InterfaceRequest], *, netns_id: str = ""
+) -> tuple[InterfacePlan, ...]:
+    """Order by priority (stable), name eth0.. (or `interface_name`), choose the default route.
+
+    `netns_id` (the netns inode) goes into the host veth's name: a restarted container's new veth
+    must not collide with the old one the kernel may still be tearing down."""
+    ordered = sorted(requests, key=lambda r: -r.priority)
+    names = {r.interface_name for r in ordered if r.interface_name}
+    gateway_net = None
+    routed = [r for r in ordered if not r.internal]
+    if routed:
+        gateway_net = max(routed, key=lambda r: r.gw_priority)  # max keeps the first on a tie
+    out = []
+    counter = 0
+    for request in ordered:
+        ifname = request.interface_name
+        if not ifname:
+            while f"eth{counter}" in names:
+                counter += 1
+            ifname = f"eth{counter}"
+            counter += 1
+        out.append(
+            InterfacePlan(
+                request=request,
+                ifname=ifname,
+                host_ifname=short_name(VETH_PREFIX, container, request.network, netns_id),
+                mac=request.mac_address or mac_for(request.address.ip),
+                default_route=request is gateway_net,
+            )
+        )
+    seen: set[str] = set()
+    for plan in out:
+        if plan.ifname in seen or len(plan.ifname) > 15:
+            raise AttachError(f"container {container}: interface name {plan.ifname!r} is taken or too long")
+        seen.add(plan.ifname)
+    return tuple(out)
+
+
+def _err(exc: BaseException) -> str:
+    code = int(getattr(exc, "code", 0) or getattr(exc, "errno", 0) or 0)
+    return errno.errorcode.get(code, str(exc)) if code else str(exc)
+
+
+def setup(container: str, netns_fd: int, plans: Sequence[InterfacePlan], *, sysctls: bool = True) -> None:
+    """Make the interfaces of `plans` in the netns `netns_fd` (sync; run it in a worker thread).
+
+    On failure the host ends made so far are deleted (a pinned netns would keep them alive)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    made: list[str] = []
+    with IPRoute() as host:
+        try:
+            for plan in plans:
+                req = plan.request
+                peer: dict[str, object] = {"ifname": plan.ifname, "net_ns_fd": netns_fd, "address": plan.mac}
+                options: dict[str, object] = {
+                    "ifname": plan.host_ifname,
+                    "kind": "veth",
+                    "peer": peer,
+                    "master": req.bridge_index,
+                    "state": "up",
+                }
+                if req.mtu:
+                    options["mtu"] = peer["mtu"] = req.mtu
+                try:
+                    host.link("add", **options)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise AttachError(
+                            f"container {container}: network {req.network}: veth: {_err(exc)}"
+                        ) from None
+                    # a leftover of an earlier attach of this same netns: replace it
+                    host.link("del", ifname=plan.host_ifname)
+                    host.link("add", **options)
+                made.append(plan.host_ifname)
+            inside = ipr_in(netns_fd)
+            try:
+                inside.link("set", index=1, state="up")  # lo is ifindex 1 in every netns
+                for plan in plans:
+                    req = plan.request
+                    found = inside.link_lookup(ifname=plan.ifname)
+                    if not found:
+                        raise AttachError(f"container {container}: {plan.ifname} did not appear in the netns")
+                    index = int(found[0])
+                    try:
+                        inside.addr(
+                            "add",
+                            index=index,
+                            address=str(req.address.ip),
+                            prefixlen=req.address.network.prefixlen,
+                            broadcast=str(req.address.network.broadcast_address),
+                        )
+                    except NetlinkError as exc:
+                        if exc.code != errno.EEXIST:
+                            raise
+                    inside.link("set", index=index, state="up")
+                for plan in plans:
+                    if plan.default_route:
+                        try:
+                            inside.route("add", dst="0.0.0.0/0", gateway=str(plan.request.gateway))
+                        except NetlinkError as exc:
+                            if exc.code != errno.EEXIST:
+                                raise
+            finally:
+                inside.close()
+            if sysctls:
+                with entered(netns_fd):
+                    for key, value in _NETNS_SYSCTLS:
+                        with contextlib.suppress(OSError), open(f"/proc/sys/{key}", "w") as handle:
+                            handle.write(value)
+        except AttachError:
+            _delete_quietly(host, made)
+            raise
+        except (NetlinkError, OSError) as exc:
+            _delete_quietly(host, made)
+            raise AttachError(f"container {container}: network setup: {_err(exc)}") from None
+
+
+def _delete_quietly(host: object, names: Sequence[str]) -> None:
+    for name in names:
+        with contextlib.suppress(Exception):
+            host.link("del", ifname=name)  # type: ignore[attr-defined]
+
+
+def wait_links_gone(names: Sequence[str], timeout: float = 5.0) -> bool:
+    """Wait (polling /sys/class/net) until the kernel has destroyed these links; True if it has."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        if not any(os.path.exists(f"/sys/class/net/{name}") for name in names):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
