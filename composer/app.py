@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from composer import __version__, log
 from composer.errors import UsageError
 
 if TYPE_CHECKING:
+    from composer.image.build import BuildRequest
     from composer.image.store import Image, ImageStore
     from composer.options import (
+        BuildOptions,
         ConfigOptions,
         GlobalOptions,
         ImageImportOptions,
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
         ImageTagOptions,
     )
     from composer.spec.loader import LoadOptions
+    from composer.spec.model import Project, Service
 
 
 def _warn(message: str) -> None:
@@ -207,7 +210,13 @@ def image_ls(options: GlobalOptions, opts: ImageListOptions, *, environ: Mapping
     """`composer image ls`: a table like `docker image ls`, ids only (-q), or JSON lines."""
     import time
 
-    images = _store(options, environ).list()
+    store = _store(options, environ)
+    images = store.list()
+    if not opts.all:
+        from composer.image.buildcache import BuildCache
+
+        hidden = BuildCache(store).image_ids()
+        images = [image for image in images if image.tags or image.id not in hidden]
     if opts.quiet:
         sys.stdout.write("".join(f"{image.short_id}\n" for image in images))
         return 0
@@ -385,3 +394,145 @@ def image_pull(options: GlobalOptions, opts: ImagePullOptions, *, environ: Mappi
 def image_tag(options: GlobalOptions, opts: ImageTagOptions, *, environ: Mapping[str, str]) -> int:
     _store(options, environ).tag(opts.source, opts.target)
     return 0
+
+
+def build(options: GlobalOptions, opts: BuildOptions, *, cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer build [SERVICE...]`: build the services that have `build:`, independent ones in parallel.
+    Progress lines (`[web 3/7] RUN ...`) go to standard error; -q keeps only errors."""
+    from composer.spec.loader import load_project
+
+    loaded = load_project(
+        _load_options(options, cwd=cwd, environ=environ, interpolate=True, services=opts.services), _warn
+    )
+    chosen = services_to_build(loaded.project, opts.services)
+    if not chosen:
+        print("no service to build (none has a build section)", file=sys.stderr)
+        return 0
+    extra = parse_build_args(opts.build_args, environ)
+    environment = dict(loaded.environment)
+    requests = [
+        service_request(service, environment=environment, build_args=extra, no_cache=opts.no_cache)
+        for service in chosen
+    ]
+    return _run_builds(options, opts, requests, environ)
+
+
+def _run_builds(
+    options: GlobalOptions, opts: BuildOptions, requests: list[Any], environ: Mapping[str, str]
+) -> int:
+    from composer.runtime.forkserver import ForkServer
+
+    forkserver = ForkServer.start()  # before trio: the fork-server must not inherit its threads
+    try:
+        import trio
+
+        from composer.engine.builds import build_services
+        from composer.runtime.launch import Runtime
+
+        store = _store(options, environ)
+        layout = store.layout.ensure()
+        runtime = Runtime(layout, forkserver)
+
+        def progress(line: str) -> None:
+            if not opts.quiet:
+                print(line, file=sys.stderr, flush=True)
+
+        async def main() -> dict[str, Image]:
+            return await build_services(
+                requests,
+                store=store,
+                runtime=runtime,
+                layout=layout,
+                progress=progress,
+                parallel=opts.parallel,
+            )
+
+        results = trio.run(main)
+    finally:
+        forkserver.close()
+    if not opts.quiet:
+        for name in sorted(results):
+            image = results[name]
+            print(
+                f"[{name}] built {', '.join(image.tags) or image.short_id} ({image.short_id})",
+                file=sys.stderr,
+            )
+    return 0
+
+
+# --- compose build: -> build requests -----------------------------------------------------------------
+
+
+def _is_url(context: str) -> bool:
+    return "://" in context or context.startswith("git@")
+
+
+def parse_build_args(items: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """`--build-arg K=V` / bare `K` (its value from the environment; left out when unset)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key:
+            raise UsageError(f"--build-arg {item!r}: needs KEY[=VALUE]")
+        if eq:
+            out[key] = value
+        elif key in environ:
+            out[key] = environ[key]
+    return out
+
+
+def service_request(
+    service: Service,
+    *,
+    environment: Mapping[str, str],
+    build_args: Mapping[str, str] | None = None,
+    no_cache: bool = False,
+) -> BuildRequest:
+    """The build of one service, by Compose's rules: `args` with a bare name take its value from the
+    project's environment (left out when unset), command-line build args win; the image is named
+    `service.image_name` (`image:`, else `<project>-<service>`) and also gets `build.tags`."""
+    from pathlib import Path
+
+    from composer.image.build import BuildError, BuildRequest
+
+    build = service.build
+    if build is None:
+        raise UsageError(f"service {service.name} has no build section")
+    if _is_url(build.context):
+        raise BuildError(
+            f"build context {build.context}: remote contexts are not supported", service=service.name
+        )
+    if service.pull_policy == "always":
+        raise BuildError(
+            "pull_policy: always needs an image registry, and composer has none; use build, missing or never",
+            service=service.name,
+        )
+    args: dict[str, str] = {}
+    for key, value in build.args:
+        if value is not None:
+            args[key] = value
+        elif key in environment:
+            args[key] = environment[key]
+    args.update(build_args or {})
+    tags = tuple(dict.fromkeys([service.image_name, *build.tags]))
+    return BuildRequest(
+        context=Path(build.context),
+        dockerfile=Path(build.dockerfile) if build.dockerfile else None,
+        dockerfile_inline=build.dockerfile_inline,
+        target=build.target,
+        args=tuple(sorted(args.items())),
+        labels=build.labels,
+        tags=tags,
+        no_cache=no_cache or build.no_cache,
+        service=service.name,
+    )
+
+
+def services_to_build(project: Project, names: Sequence[str]) -> list[Service]:
+    """The services named (each must exist), or all; only those with `build:`, in name order."""
+    known = {service.name: service for service in project.services}
+    for name in names:
+        if name not in known:
+            raise UsageError(f"no such service: {name}")
+    chosen = [known[name] for name in sorted(set(names))] if names else list(project.services)
+    return [service for service in chosen if service.build is not None]

@@ -16,6 +16,7 @@ from typing import NoReturn
 from composer import __version__
 from composer.errors import ComposerError, UsageError
 from composer.options import (
+    BuildOptions,
     ConfigOptions,
     GlobalOptions,
     ImageImportOptions,
@@ -116,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_global_flags(version, suppress=True)
     version.add_argument("--short", action="store_true", help="print only the version number")
     version.add_argument("--format", choices=("pretty", "json"), default="pretty")
+    build = commands.add_parser("build", help="build the images of services that have `build:`")
+    _add_global_flags(build, suppress=True)
+    build.add_argument("services", nargs="*", metavar="SERVICE", help="only these services (default: all)")
+    build.add_argument("--no-cache", action="store_true", help="do not use the layer cache")
+    build.add_argument(
+        "--build-arg", dest="build_args", action="append", default=[], metavar="KEY[=VALUE]",
+        help="set a build arg (repeatable); a bare KEY takes its value from the environment",
+    )  # fmt: skip
+    build.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     _add_image_commands(commands)
     return parser
 
@@ -135,6 +145,7 @@ def _add_image_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
     ls = leaf("ls", "list images", "list")
     ls.add_argument("-q", "--quiet", action="store_true", help="only show image ids")
+    ls.add_argument("-a", "--all", action="store_true", help="also show intermediate build images")
     ls.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     rm = leaf("rm", "remove one or more images (by tag or id)", "remove")
     rm.add_argument("images", nargs="+", metavar="IMAGE")
@@ -202,7 +213,9 @@ def _run_image(options: GlobalOptions, args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     command = _IMAGE_ALIASES.get(args.image_command, args.image_command)
     if command == "ls":
-        return app.image_ls(options, ImageListOptions(quiet=args.quiet, format=args.format), environ=environ)
+        return app.image_ls(
+            options, ImageListOptions(quiet=args.quiet, format=args.format, all=args.all), environ=environ
+        )
     if command == "rm":
         opts = ImageRemoveOptions(images=tuple(args.images), force=args.force)
         return app.image_rm(options, opts, environ=environ)
@@ -254,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return app.version(short=args.short, fmt=args.format)
         if args.command == "image":
             return _run_image(options, args)
+        if args.command == "build":
+            opts_build = BuildOptions(services=tuple(args.services), no_cache=args.no_cache,
+                                      build_args=tuple(args.build_args), quiet=args.quiet)  # fmt: skip
+            return app.build(options, opts_build, cwd=os.getcwd(), environ=dict(os.environ))
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse stops it
     except ComposerError as exc:
         if debug:

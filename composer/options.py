@@ -37,6 +37,7 @@ class ConfigOptions:
 class ImageListOptions:
     quiet: bool
     format: str  # "table" or "json"
+    all: bool = False  # also the untagged images of intermediate build steps
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,3 +80,12 @@ class ImagePullOptions:
 class ImageTagOptions:
     source: str
     target: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildOptions:
+    services: tuple[str, ...] = ()  # empty: every service with `build:`
+    no_cache: bool = False
+    build_args: tuple[str, ...] = ()  # "K=V", or a bare "K" taken from the environment
+    quiet: bool = False
+    parallel: int = 2  # services built at once (independent ones)

@@ -1,0 +1,1 @@
+"""The engine: turns specs into running things (plans, translation to runtime specs, supervision)."""
