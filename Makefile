@@ -49,6 +49,8 @@ bench: apt install peers
 	-@DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends crun runc >/dev/null 2>&1
 	COMPOSER_COMPOSE_V2=$(abspath $(COMPOSE_V2)) $(PY) bench/config_load.py
 	$(PY) bench/container_start.py
+	$(PY) bench/network_setup.py
+	$(PY) bench/build.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache .hypothesis
