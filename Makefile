@@ -50,6 +50,7 @@ bench: apt install peers
 	COMPOSER_COMPOSE_V2=$(abspath $(COMPOSE_V2)) $(PY) bench/config_load.py
 	$(PY) bench/container_start.py
 	$(PY) bench/network_setup.py
+	$(PY) bench/dns.py
 	$(PY) bench/build.py
 
 clean:
