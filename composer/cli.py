@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -260,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from composer import app, log
 
     log.configure(fmt=options.log_format, debug=options.debug)
+    # SIGTERM stops a command the way Ctrl-C does: trio turns SIGINT into a clean cancellation (steps
+    # stopped, containers reaped, staging removed), where SIGTERM's default would kill us mid-way.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: signal.raise_signal(signal.SIGINT))
     try:
         if args.command == "config":
             return app.config(options, _config_options(args), cwd=os.getcwd(), environ=dict(os.environ))
@@ -283,3 +287,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # trio nurseries wrap what their tasks raised: report our own errors as usual, Ctrl-C as 130.
+        errors, rest = group.split(ComposerError)
+        interrupts, rest = rest.split(KeyboardInterrupt) if rest is not None else (None, None)
+        if rest is not None:
+            raise
+        if debug:
+            traceback.print_exc()
+        seen: list[str] = []
+        for error in _leaves(errors):
+            if error.render() not in seen:
+                seen.append(error.render())
+                print(error.render(), file=sys.stderr)
+        if seen:
+            return next(iter(_leaves(errors))).exit_code
+        return 130 if interrupts is not None else 1
+
+
+def _leaves(group: BaseExceptionGroup[ComposerError] | None) -> list[ComposerError]:
+    """The errors inside a (possibly nested) exception group, in order."""
+    if group is None:
+        return []
+    out: list[ComposerError] = []
+    for member in group.exceptions:
+        out.extend(_leaves(member) if isinstance(member, BaseExceptionGroup) else [member])
+    return out
