@@ -51,6 +51,7 @@ bench: apt install peers
 	$(PY) bench/container_start.py
 	$(PY) bench/network_setup.py
 	$(PY) bench/dns.py
+	$(PY) bench/ports.py
 	$(PY) bench/build.py
 
 clean:
