@@ -7,9 +7,12 @@ and exits 127; a successful exec closes the pipe (it is close-on-exec), which th
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import signal
+import socket
+import struct
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
@@ -75,6 +78,8 @@ def run_intermediate(plan: LaunchPlan, fds: Mapping[str, int], report_fd: int) -
                 if plan.netns_path:
                     _stage("netns", lambda: _join_netns(plan.netns_path))
                 _stage("unshare", lambda: libc.unshare(plan.unshare_flags))
+                if plan.unshare_flags & libc.CLONE_NEWNET:
+                    _stage("loopback", _loopback_up)
             pid = os.fork()
             if pid == 0:
                 os.close(report_fd)
@@ -88,6 +93,20 @@ def run_intermediate(plan: LaunchPlan, fds: Mapping[str, int], report_fd: int) -
             code = 1
     finally:
         os._exit(code)
+
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_IFREQ = struct.Struct("16sH22x")  # struct ifreq: the name, then ifr_flags in the 24-byte union
+
+
+def _loopback_up() -> None:
+    """`lo` up in a new network namespace, as Docker does for every container (network_mode none too):
+    127.0.0.1 must work before, and whether or not, the network layer attaches anything."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _, flags = _IFREQ.unpack(fcntl.ioctl(sock, _SIOCGIFFLAGS, _IFREQ.pack(b"lo", 0)))
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, _IFREQ.pack(b"lo", flags | _IFF_UP))
 
 
 def _join_netns(path: str) -> None:

@@ -214,6 +214,13 @@ def test_rlimits_sysctls_and_no_new_privs(runtime: Runtime, spec: ContainerSpec)
 
 def test_new_network_namespace_has_only_lo(runtime: Runtime, spec: ContainerSpec) -> None:
     assert sh(runtime, spec, "ls /sys/class/net").split() == ["lo"]
+    # lo is up, as Docker leaves it in every container: 127.0.0.1 answers with nothing attached
+    assert "UP" in sh(runtime, spec, "ip -o link show lo").split()[2].strip("<>").split(",")
+    script = (
+        "nc -l -p 7000 -e echo hi & "
+        "for i in $(seq 100); do echo | nc 127.0.0.1 7000 2>/dev/null && break; sleep 0.05; done; wait"
+    )
+    assert sh(runtime, spec, script).strip() == "hi"
     host = sorted(os.listdir("/sys/class/net"))
     assert sh(runtime, spec, "ls /sys/class/net", network=Network(mode="host")).split() == host
 
