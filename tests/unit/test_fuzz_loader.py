@@ -32,14 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from composer.errors import ConfigFileNotFound, SpecError
+from composer.spec.loader import LoadOptions, load_project
 from composer.spec.source import Override, Reset, load_documents
-
-try:
-    from composer.spec.loader import LoadOptions, load_project
-
-    HAVE_LOADER = True
-except ImportError:  # pragma: no cover - the loader is written alongside this test
-    HAVE_LOADER = False
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "compose"
 ROOT = "/fuzz"
@@ -135,11 +129,8 @@ def load_text(text: str, project: str | None = None) -> None:
 
 def _load(main: str, files: dict[str, str]) -> None:
     warnings: list[str] = []
-    if HAVE_LOADER:
-        options = LoadOptions(cwd=posixpath.dirname(main), environ=ENVIRON, files=(main,))
-        load_project(options, warnings.append, MemoryFiles(files))
-    else:  # pragma: no cover
-        load_documents(files[main], main)
+    options = LoadOptions(cwd=posixpath.dirname(main), environ=ENVIRON, files=(main,))
+    load_project(options, warnings.append, MemoryFiles(files))
 
 
 def check(load: Callable[[], None]) -> None:
@@ -512,8 +503,6 @@ def disk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_random_bytes_from_disk(raw: bytes, disk_dir: Path) -> None:
     """Bytes that may not be UTF-8, read by the real `LocalFiles`."""
-    if not HAVE_LOADER:  # pragma: no cover
-        pytest.skip("composer.spec.loader not written yet")
     path = disk_dir / "compose.yaml"
     path.write_bytes(raw)
     options = LoadOptions(cwd=str(disk_dir), environ=ENVIRON, files=(str(path),))
