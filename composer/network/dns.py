@@ -57,7 +57,7 @@ from dnslib import AAAA, CLASS, EDNS0, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRe
 
 from composer.errors import ComposerError
 from composer.network.hosts import EMBEDDED_NAMESERVER, parse_resolv_conf
-from composer.runtime import libc
+from composer.network.netns import entered, open_netns
 
 __all__ = [
     "DNS_PORT",
@@ -361,19 +361,12 @@ def upstreams_for(
 
 
 def _call_in_netns(path: str, fn: Callable[[], T]) -> T:
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = open_netns(path)
     try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            libc.setns(target, libc.CLONE_NEWNET)
-        finally:
-            os.close(target)
-        try:
+        with entered(target):  # if coming back fails, the thread ends anyway: it is never reused
             return fn()
-        finally:
-            libc.setns(own, libc.CLONE_NEWNET)  # if this fails, the thread ends anyway: it is never reused
     finally:
-        os.close(own)
+        os.close(target)
 
 
 async def run_in_netns(path: str, fn: Callable[[], T]) -> T:

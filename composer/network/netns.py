@@ -2,9 +2,10 @@
 
 Sync functions only (trio code calls them through `trio.to_thread.run_sync`). `setns(CLONE_NEWNET)`
 changes the calling thread only, so a worker thread may enter a container's netns, open a socket
-there and come back; the socket stays in the netns. pyroute2 is imported lazily (its top level costs
-~140 ms) and only in this package (DESIGN.md rule 6); its `netns.setns(fd, fork=False)` and
-`netns.attach(name, pid)` are fork-free (its `netns.create` and `IPRoute(netns=)` fork: not used).
+there and come back; the socket stays in the netns (setns through runtime.libc, the only ctypes
+module). pyroute2 is imported lazily (its top level costs ~140 ms) and only in this package
+(DESIGN.md rule 6); its `netns.attach(name, pid)` is fork-free (its `netns.create` and
+`IPRoute(netns=)` fork: not used).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from composer.runtime import libc
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -40,16 +43,16 @@ def open_netns(target: int | str) -> int:
 
 @contextlib.contextmanager
 def entered(netns_fd: int) -> Iterator[None]:
-    """Run the block with this thread in `netns_fd`; always come back (or raise, never stay)."""
-    from pyroute2 import netns as pyroute2_netns
+    """Run the block with this thread in `netns_fd`; always come back (or raise, never stay).
 
+    The one way composer's threads enter a network namespace (the DNS server's sockets too)."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        pyroute2_netns.setns(netns_fd, fork=False)
+        libc.setns(netns_fd, libc.CLONE_NEWNET)
         try:
             yield
         finally:
-            pyroute2_netns.setns(home, fork=False)
+            libc.setns(home, libc.CLONE_NEWNET)
     finally:
         os.close(home)
 
