@@ -7,6 +7,7 @@ imported inside the commands, so `composer --help` answers quickly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -19,6 +20,8 @@ from composer.errors import ComposerError, UsageError
 from composer.options import (
     BuildOptions,
     ConfigOptions,
+    DownArgs,
+    ExecArgs,
     GlobalOptions,
     ImageImportOptions,
     ImageInspectOptions,
@@ -28,6 +31,10 @@ from composer.options import (
     ImagePullOptions,
     ImageRemoveOptions,
     ImageTagOptions,
+    LogsArgs,
+    PsArgs,
+    ServicesArgs,
+    UpArgs,
 )
 
 
@@ -40,7 +47,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}\nSee '{self.prog} --help'.")
 
 
-def _add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool, project: bool = True) -> None:
+def _add_global_flags(
+    parser: argparse.ArgumentParser, *, suppress: bool, project: bool = True, short_file: bool = True
+) -> None:
     """The global flags, accepted before the command and (as Compose allows) after it. `project=False`
     leaves out the compose-file flags (for `image ...`, whose `-f` means --force, as in Docker)."""
 
@@ -49,7 +58,7 @@ def _add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool, projec
 
     group = parser.add_argument_group("global options")
     if project:
-        _add_project_flags(group, default)
+        _add_project_flags(group, default, short_file=short_file)
     group.add_argument(
         "--debug", action="store_true", default=default(False), help="show tracebacks and debug logs"
     )
@@ -63,9 +72,12 @@ def _add_global_flags(parser: argparse.ArgumentParser, *, suppress: bool, projec
     )  # fmt: skip
 
 
-def _add_project_flags(group: argparse._ArgumentGroup, default: Callable[[object], object]) -> None:
+def _add_project_flags(
+    group: argparse._ArgumentGroup, default: Callable[[object], object], *, short_file: bool = True
+) -> None:
     group.add_argument(
-        "-f", "--file", dest="files", action="append", default=default([]), metavar="FILE",
+        *(("-f", "--file") if short_file else ("--file",)), dest="files", action="append",
+        default=default([]), metavar="FILE",
         help="compose file (repeatable; '-' reads standard input)",
     )  # fmt: skip
     group.add_argument("-p", "--project-name", dest="project_name", default=default(None), metavar="NAME")
@@ -128,7 +140,109 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     build.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     _add_image_commands(commands)
+    _add_lifecycle_commands(commands)
     return parser
+
+
+def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text)
+        # `logs -f` is --follow and `rm -f` --force, as in Compose: there, -f FILE goes before the command
+        _add_global_flags(parser, suppress=True, short_file=name not in ("logs", "rm"))
+        return parser
+
+    def services(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("services", nargs="*", metavar="SERVICE", help="only these services")
+
+    def timeout(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("-t", "--timeout", type=float, metavar="SECONDS",
+                            help="seconds to wait for a container to stop before killing it")  # fmt: skip
+
+    for name, text in (("up", "create and start the containers"), ("create", "create the containers")):
+        up = command(name, text)
+        services(up)
+        if name == "up":
+            up.add_argument("-d", "--detach", action="store_true", help="run in the background")
+            up.add_argument("--wait", action="store_true", help="with -d: wait until running or healthy")
+            up.add_argument("--wait-timeout", type=float, metavar="SECONDS", help="give up --wait after this")
+            up.add_argument("--abort-on-container-exit", action="store_true", help="stop all when one exits")
+            up.add_argument("--abort-on-container-failure", action="store_true",
+                            help="stop all when one exits with a non-zero code")  # fmt: skip
+            up.add_argument("--exit-code-from", metavar="SERVICE", help="return this service's exit code")
+            up.add_argument("--attach", action="append", default=[], metavar="SERVICE", help="follow these")
+            up.add_argument("--no-attach", action="append", default=[], metavar="SERVICE", help="not these")
+            up.add_argument("--no-log-prefix", action="store_true", help="no container prefix on log lines")
+            up.add_argument("--no-color", action="store_true", help="monochrome output")
+            up.add_argument("--timestamps", action="store_true", help="show timestamps")
+            up.add_argument("--no-start", action="store_true", help="create, do not start")
+            timeout(up)
+        up.add_argument("--build", action="store_true", help="build images before starting")
+        up.add_argument("--no-build", action="store_true", help="do not build missing images")
+        up.add_argument("--force-recreate", action="store_true", help="recreate even if nothing changed")
+        up.add_argument("--no-recreate", action="store_true", help="keep existing containers")
+        up.add_argument("--always-recreate-deps", action="store_true", help="recreate dependencies too")
+        up.add_argument("--no-deps", action="store_true", help="do not start linked services")
+        up.add_argument("--remove-orphans", action="store_true", help="remove containers of removed services")
+        up.add_argument("--scale", action="append", default=[], metavar="SERVICE=NUM", help="replicas")
+        up.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    down = command("down", "stop and remove containers and networks")
+    down.add_argument("-v", "--volumes", action="store_true", help="also remove named and anonymous volumes")
+    down.add_argument("--rmi", choices=("all", "local"), help="also remove images")
+    down.add_argument("--remove-orphans", action="store_true", help="remove containers of removed services")
+    down.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    timeout(down)
+
+    ps = command("ps", "list containers")
+    services(ps)
+    ps.add_argument("-a", "--all", action="store_true", help="also stopped containers")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    ps.add_argument("--services", dest="list_services", action="store_true", help="only service names")
+    ps.add_argument("--status", action="append", default=[], help="only containers in this state")
+    ps.add_argument("--format", default="table", choices=("table", "json"), help="output format")
+
+    logs = command("logs", "show container output")
+    services(logs)
+    logs.add_argument("-f", "--follow", action="store_true", help="follow the output")
+    logs.add_argument("-n", "--tail", default="all", help="lines from the end of each container's log")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    logs.add_argument("--since", help="since a timestamp or relative time (42m)")
+    logs.add_argument("--until", help="until a timestamp or relative time")
+    logs.add_argument("--no-color", action="store_true", help="monochrome output")
+    logs.add_argument("--no-log-prefix", action="store_true", help="no container prefix")
+
+    for name, text in (
+        ("start", "start existing containers"), ("stop", "stop running containers"),
+        ("restart", "restart containers"), ("kill", "send a signal to containers"),
+        ("pause", "pause containers (freezer cgroup)"), ("unpause", "unpause containers"),
+        ("rm", "remove stopped containers"),
+    ):  # fmt: skip
+        parser = command(name, text)
+        services(parser)
+        parser.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
+        if name in ("stop", "restart", "rm"):
+            timeout(parser)
+        if name == "kill":
+            parser.add_argument("-s", "--signal", default="SIGKILL", help="the signal (default SIGKILL)")
+        if name == "rm":
+            parser.add_argument("-f", "--force", action="store_true", help="do not ask")
+            parser.add_argument("-s", "--stop", action="store_true", help="stop them first")
+            parser.add_argument("-v", "--volumes", action="store_true", help="their anonymous volumes too")
+
+    exec_ = command("exec", "run a command in a running container")
+    exec_.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    exec_.add_argument("-T", "--no-TTY", dest="no_tty", action="store_true", help="no pseudo-terminal")
+    exec_.add_argument("-u", "--user", help="run as this user")
+    exec_.add_argument("-w", "--workdir", help="working directory")
+    exec_.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL", help="set a variable")
+    exec_.add_argument("--index", type=int, default=1, help="which container of the service (default 1)")
+    exec_.add_argument("service", metavar="SERVICE")
+    exec_.add_argument("exec_command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+    ls = command("ls", "list projects")
+    ls.add_argument("-a", "--all", action="store_true", help="also stopped projects")
+    ls.add_argument("-q", "--quiet", action="store_true", help="only names")
+    ls.add_argument("--format", default="table", choices=("table", "json"), help="output format")
 
 
 def _add_image_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -241,7 +355,82 @@ def _run_image(options: GlobalOptions, args: argparse.Namespace) -> int:
     raise UsageError(f"unknown command 'image {command}'")  # pragma: no cover - argparse stops it
 
 
+def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | None:
+    from composer.app import lifecycle
+
+    cwd, environ = os.getcwd(), dict(os.environ)
+    command = args.command
+    if command in ("up", "create"):
+        up = UpArgs(
+            services=tuple(args.services), detach=getattr(args, "detach", False), build=args.build,
+            no_build=args.no_build, force_recreate=args.force_recreate, no_recreate=args.no_recreate,
+            always_recreate_deps=args.always_recreate_deps, no_deps=args.no_deps,
+            remove_orphans=args.remove_orphans, scale=tuple(args.scale), wait=getattr(args, "wait", False),
+            wait_timeout=getattr(args, "wait_timeout", None),
+            abort_on_container_exit=getattr(args, "abort_on_container_exit", False),
+            abort_on_container_failure=getattr(args, "abort_on_container_failure", False),
+            exit_code_from=getattr(args, "exit_code_from", None), attach=tuple(getattr(args, "attach", ())),
+            no_attach=tuple(getattr(args, "no_attach", ())),
+            no_log_prefix=getattr(args, "no_log_prefix", False),
+            no_color=getattr(args, "no_color", False), timestamps=getattr(args, "timestamps", False),
+            timeout=getattr(args, "timeout", None), dry_run=args.dry_run,
+            no_start=command == "create" or getattr(args, "no_start", False),
+        )  # fmt: skip
+        if up.wait and not up.detach and command == "up":
+            up = dataclasses.replace(up, detach=True)  # --wait implies -d, as in Compose
+        return lifecycle.up(options, up, cwd=cwd, environ=environ)
+    if command == "down":
+        down = DownArgs(volumes=args.volumes, rmi=args.rmi, remove_orphans=args.remove_orphans,
+                        timeout=args.timeout, dry_run=args.dry_run)  # fmt: skip
+        return lifecycle.down(options, down, cwd=cwd, environ=environ)
+    if command == "ps":
+        ps = PsArgs(services=tuple(args.services), all=args.all, quiet=args.quiet,
+                    list_services=args.list_services, status=tuple(args.status),
+                    format=args.format)  # fmt: skip
+        return lifecycle.ps(options, ps, cwd=cwd, environ=environ)
+    if command == "logs":
+        logs = LogsArgs(services=tuple(args.services), follow=args.follow, tail=args.tail,
+                        timestamps=args.timestamps, since=args.since, until=args.until,
+                        no_color=args.no_color, no_log_prefix=args.no_log_prefix)  # fmt: skip
+        return lifecycle.logs(options, logs, cwd=cwd, environ=environ)
+    if command in ("start", "stop", "restart", "kill", "pause", "unpause", "rm"):
+        svc = ServicesArgs(
+            command=command, services=tuple(args.services), timeout=getattr(args, "timeout", None),
+            signal=getattr(args, "signal", "SIGKILL"), force=getattr(args, "force", False),
+            stop=getattr(args, "stop", False), volumes=getattr(args, "volumes", False),
+        )  # fmt: skip
+        return lifecycle.services_command(options, svc, cwd=cwd, environ=environ)
+    if command == "exec":
+        argv = list(args.exec_command)
+        if not argv:
+            raise UsageError("exec: a command is required")
+        ex = ExecArgs(service=args.service, command=tuple(argv), detach=args.detach, no_tty=args.no_tty,
+                      user=args.user, workdir=args.workdir, env=tuple(args.env),
+                      index=args.index)  # fmt: skip
+        return lifecycle.exec_(options, ex, cwd=cwd, environ=environ)
+    if command == "ls":
+        return lifecycle.ls(
+            options, all_projects=args.all, quiet=args.quiet, fmt=args.format, environ=environ
+        )
+    return None
+
+
+def _supervise(argv: Sequence[str]) -> int:
+    """`composer [--log-format F] [--debug] __supervise ROOT PROJECT`: the detached supervisor."""
+    from composer import log
+    from composer.app import lifecycle
+
+    rest = list(argv)
+    debug = "--debug" in rest
+    fmt = rest[rest.index("--log-format") + 1] if "--log-format" in rest else "json"
+    root, project = rest[rest.index("__supervise") + 1 :][:2]
+    log.configure(fmt=fmt, debug=debug, level="info")  # its log file is the project's event history
+    return lifecycle.supervise(root, project)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if "__supervise" in (sys.argv[1:] if argv is None else argv):
+        return _supervise(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -275,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts_build = BuildOptions(services=tuple(args.services), no_cache=args.no_cache,
                                       build_args=tuple(args.build_args), quiet=args.quiet)  # fmt: skip
             return app.build(options, opts_build, cwd=os.getcwd(), environ=dict(os.environ))
+        result = _run_lifecycle(options, args)
+        if result is not None:
+            return result
         raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse stops it
     except ComposerError as exc:
         if debug:

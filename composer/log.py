@@ -13,7 +13,13 @@ from typing import Any, TextIO
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _TAGS = {"debug": "DEBUG", "info": "INFO", "warning": "WARN", "error": "ERROR", "critical": "ERROR"}
-_settings: dict[str, Any] = {"fmt": "text", "debug": False, "stream": None, "applied": False}
+_settings: dict[str, Any] = {
+    "fmt": "text",
+    "debug": False,
+    "stream": None,
+    "level": "warning",
+    "applied": False,
+}
 
 
 def _text(_: Any, method: str, event: MutableMapping[str, Any]) -> str:
@@ -24,9 +30,11 @@ def _text(_: Any, method: str, event: MutableMapping[str, Any]) -> str:
     return f"{_TAGS.get(level, level.upper())} {message}" + (f" ({extra})" if extra else "")
 
 
-def configure(*, fmt: str = "text", debug: bool = False, stream: TextIO | None = None) -> None:
-    """Route log lines to `stream` (stderr by default): warnings and up, or everything with debug."""
-    _settings.update(fmt=fmt, debug=debug, stream=stream, applied=False)
+def configure(
+    *, fmt: str = "text", debug: bool = False, stream: TextIO | None = None, level: str = "warning"
+) -> None:
+    """Route log lines to `stream` (stderr by default): `level` and up, or everything with debug."""
+    _settings.update(fmt=fmt, debug=debug, stream=stream, level=level, applied=False)
 
 
 def logger(**context: Any) -> Any:
@@ -45,7 +53,7 @@ def logger(**context: Any) -> Any:
         structlog.configure(
             processors=processors,
             wrapper_class=structlog.make_filtering_bound_logger(
-                _LEVELS["debug" if _settings["debug"] else "warning"]
+                _LEVELS["debug" if _settings["debug"] else _settings["level"]]
             ),
             logger_factory=structlog.PrintLoggerFactory(_settings["stream"] or sys.stderr),
             cache_logger_on_first_use=False,

@@ -89,3 +89,87 @@ class BuildOptions:
     build_args: tuple[str, ...] = ()  # "K=V", or a bare "K" taken from the environment
     quiet: bool = False
     parallel: int = 2  # services built at once (independent ones)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpArgs:
+    services: tuple[str, ...] = ()
+    detach: bool = False
+    build: bool = False
+    no_build: bool = False
+    force_recreate: bool = False
+    no_recreate: bool = False
+    always_recreate_deps: bool = False
+    no_deps: bool = False
+    remove_orphans: bool = False
+    scale: tuple[str, ...] = ()  # "SERVICE=N"
+    wait: bool = False
+    wait_timeout: float | None = None
+    abort_on_container_exit: bool = False
+    abort_on_container_failure: bool = False
+    exit_code_from: str | None = None
+    attach: tuple[str, ...] = ()
+    no_attach: tuple[str, ...] = ()
+    no_log_prefix: bool = False
+    no_color: bool = False
+    timestamps: bool = False
+    timeout: float | None = None
+    dry_run: bool = False
+    no_start: bool = False  # `composer create`
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownArgs:
+    volumes: bool = False
+    rmi: str | None = None
+    remove_orphans: bool = False
+    timeout: float | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PsArgs:
+    services: tuple[str, ...] = ()
+    all: bool = False
+    quiet: bool = False
+    list_services: bool = False
+    status: tuple[str, ...] = ()
+    format: str = "table"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogsArgs:
+    services: tuple[str, ...] = ()
+    follow: bool = False
+    tail: str = "all"
+    timestamps: bool = False
+    since: str | None = None
+    until: str | None = None
+    no_color: bool = False
+    no_log_prefix: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicesArgs:
+    """start, stop, restart, kill, pause, unpause, rm."""
+
+    command: str
+    services: tuple[str, ...] = ()
+    timeout: float | None = None
+    signal: str = "SIGKILL"
+    force: bool = False  # rm -f: no question (composer never asks)
+    stop: bool = False  # rm -s
+    volumes: bool = False  # rm -v
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecArgs:
+    service: str
+    command: tuple[str, ...]
+    detach: bool = False
+    no_tty: bool = False
+    user: str | None = None
+    workdir: str | None = None
+    env: tuple[str, ...] = ()
+    index: int = 1

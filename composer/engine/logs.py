@@ -36,7 +36,7 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -685,7 +685,7 @@ async def read_logs(
     stop: Callable[[], bool] | None = None,
     now: Callable[[], Nanos] = time.time_ns,
     warn: Callable[[str], None] | None = None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """`composer logs`: yields output lines (each ends with a newline).
 
     `containers` are `(label, log path)` pairs, the label being the name without the project

@@ -43,6 +43,7 @@ from composer.runtime.spec import BindMount, CgroupHook, ContainerDirs, Containe
 from composer.runtime.users import ResolvedUser, find_in_layers, resolve_user
 
 __all__ = [
+    "AdoptedContainer",
     "Container",
     "ContainerSpecError",
     "ContainerStartError",
@@ -150,6 +151,31 @@ class Process:
 class Container(Process):
     spec: ContainerSpec | None = None
     plan: LaunchPlan | None = None
+
+
+@dataclass(eq=False, slots=True)
+class AdoptedContainer(Container):
+    """A running container this process did not start (a killed supervisor's): it is not our child, so
+    its exit is seen through the pidfd but its status is not ours to read (`lost_status` stands in)."""
+
+    lost_status: ExitStatus = field(default_factory=lambda: ExitStatus(255))
+
+    async def wait(self) -> ExitStatus:
+        if self._status is None:
+            if self._reaping:
+                await self._done.wait()
+            else:
+                self._reaping = True
+                try:
+                    await trio.lowlevel.wait_readable(self.pidfd)
+                except BaseException:
+                    self._reaping = False
+                    raise
+                self._status = self.lost_status
+                os.close(self.pidfd)
+                self._done.set()
+        assert self._status is not None
+        return self._status
 
 
 class Runtime:
@@ -270,6 +296,17 @@ class Runtime:
             await err_stream.aclose()
             if console_sock is not None:
                 console_sock.close()
+
+    def adopt(self, spec: ContainerSpec, pid: int) -> Container:
+        """The running container `spec` whose main process is `pid` (left by another supervisor), for
+        signals, waits and `exec`. ProcessLookupError if it is gone."""
+        pidfd = os.pidfd_open(pid)
+        try:
+            plan = build_plan(spec, self.layout, last_cap=self.last_cap)
+        except BaseException:
+            os.close(pidfd)
+            raise
+        return AdoptedContainer(pid=pid, pidfd=pidfd, spec=spec, plan=plan)
 
     # -- exec ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,812 @@
+"""The lifecycle commands: up, down, ps, logs, start, stop, restart, kill, pause, unpause, rm, exec, ls.
+
+Commands that change containers talk to the project's supervisor over its control socket
+(composer.engine.control), starting one when none runs: `up -d` leaves it behind, and a supervisor
+that finds containers a killed one left running adopts them. `ps`, `logs`, `ls` and `exec` read the
+state files and need no supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from composer.errors import ComposerError, UsageError
+
+if TYPE_CHECKING:
+    from composer.engine.control import Request
+    from composer.engine.records import ContainerRecord
+    from composer.options import DownArgs, ExecArgs, GlobalOptions, LogsArgs, PsArgs, ServicesArgs, UpArgs
+    from composer.spec.model import Project
+    from composer.storage.layout import Layout
+
+READY_FD_ENV = "COMPOSER_READY_FD"
+SPAWN_TIMEOUT = 60.0
+_LIVE = ("running", "paused", "restarting")
+
+
+# --- the supervisor process -----------------------------------------------------------------------------
+
+
+def supervise(root: str, project: str) -> int:
+    """The supervisor of `project` (started by `_spawn`, detached): serve until idle."""
+    import fcntl
+
+    from composer.runtime.forkserver import ForkServer
+
+    ready_fd = int(os.environ.pop(READY_FD_ENV, "-1"))
+    from composer.storage.layout import Layout
+
+    layout = Layout(Path(root)).ensure()
+    folder = layout.project_dir(project)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = os.open(folder / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _ready(ready_fd, b"busy\n")
+        return 0
+    forkserver = ForkServer.start()  # before trio: the fork-server must not inherit its threads
+    try:
+        import trio
+
+        from composer.engine import control
+        from composer.engine.supervisor import Supervisor
+        from composer.runtime.launch import Runtime
+
+        supervisor = Supervisor(layout, Runtime(layout, forkserver), project)
+
+        async def main() -> None:
+            await control.serve(
+                supervisor, control.socket_path(folder), on_ready=lambda: _ready(ready_fd, b"ok\n")
+            )
+
+        # SIGINT/SIGTERM end the supervisor, not the containers (they are adopted by the next one)
+        trio.run(main)
+    except BaseException as exc:
+        _ready(ready_fd, f"error {exc}\n".encode())
+        raise
+    finally:
+        forkserver.close()
+        os.close(lock)
+    return 0
+
+
+def _ready(fd: int, message: bytes) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.write(fd, message)
+            os.close(fd)
+
+
+def _spawn(layout: Layout, project: str, options: GlobalOptions) -> None:
+    folder = layout.project_dir(project)
+    folder.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ)
+    env[READY_FD_ENV] = str(write_fd)
+    argv = [sys.executable, "-m", "composer", "--log-format", "json"]
+    if options.debug:
+        argv.append("--debug")
+    argv += ["__supervise", str(layout.root), project]
+    with open(folder / "supervisor.log", "ab") as out:
+        subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(write_fd,),
+            start_new_session=True, env=env, cwd="/",
+        )  # fmt: skip
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as reader:
+            answer = reader.readline().decode(errors="replace").strip()
+    except OSError as exc:
+        raise ComposerError(f"the supervisor of project {project} did not start: {exc}") from None
+    if answer in ("ok", "busy"):
+        return
+    tail = _tail(folder / "supervisor.log")
+    raise ComposerError(f"the supervisor of project {project} did not start: {answer or tail or 'no answer'}")
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+async def _call(
+    layout: Layout, project: str, options: GlobalOptions, request: Request, on_message: Any
+) -> tuple[int, str | None]:
+    import trio
+
+    from composer.engine import control
+
+    path = control.socket_path(layout.project_dir(project))
+    for attempt in range(40):
+        try:
+            return await control.call(path, request, on_message)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if attempt == 0:
+                await trio.to_thread.run_sync(_spawn, layout, project, options)
+            else:
+                await trio.sleep(0.05 * attempt)
+    raise ComposerError(f"cannot reach the supervisor of project {project} ({path})")
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def _layout(options: GlobalOptions, environ: Mapping[str, str]) -> Layout:
+    from composer.storage.layout import Layout, root_from
+
+    return Layout(root_from(environ, options.root)).ensure()
+
+
+def _load(
+    options: GlobalOptions, cwd: str, environ: Mapping[str, str], services: Sequence[str] = ()
+) -> tuple[Project, dict[str, str], tuple[str, ...]]:
+    from composer.app import _load_options, _warn
+    from composer.spec.loader import load_project
+
+    loaded = load_project(
+        _load_options(options, cwd=cwd, environ=environ, interpolate=True, services=tuple(services)), _warn
+    )
+    project = loaded.project
+    known = set(project.service_names()) | {s.name for s in project.disabled_services}
+    for name in services:
+        if name not in known:
+            raise UsageError(f"no such service: {name}")
+    return project, dict(loaded.environment), tuple(getattr(loaded, "files", ()) or ())
+
+
+def _records(layout: Layout, project: str) -> list[ContainerRecord]:
+    from composer.engine.records import RecordStore
+
+    return RecordStore(layout.containers).of_project(project)
+
+
+# --- progress --------------------------------------------------------------------------------------------
+
+_WORDS = {
+    ("create", "working"): "Creating", ("create", "done"): "Created",
+    ("recreate", "working"): "Recreate", ("recreate", "done"): "Recreated",
+    ("start", "working"): "Starting", ("start", "done"): "Started",
+    ("restart", "working"): "Restarting", ("restart", "done"): "Restarted",
+    ("stop", "working"): "Stopping", ("stop", "done"): "Stopped",
+    ("kill", "working"): "Killing", ("kill", "done"): "Killed",
+    ("remove", "working"): "Removing", ("remove", "done"): "Removed",
+    ("rename", "done"): "Renamed", ("pause", "done"): "Paused", ("unpause", "done"): "Unpaused",
+    ("pull", "working"): "Pulling", ("pull", "done"): "Pulled",
+    ("build", "working"): "Building", ("build", "done"): "Built",
+    ("wait", "working"): "Waiting", ("wait", "done"): "Healthy",
+}  # fmt: skip
+
+
+class Progress:
+    """Compose's progress lines (` Container p-web-1  Started`) on standard error."""
+
+    def __init__(self, project: Project | None, *, quiet: bool = False) -> None:
+        self.networks = {n.name for n in project.networks} if project else set()
+        self.volumes = {v.name for v in project.volumes} if project else set()
+        self.quiet = quiet
+
+    def kind(self, event: dict[str, Any]) -> str:
+        name = event.get("container") or ""
+        if event.get("service") is None:
+            if name in self.networks:
+                return "Network"
+            if name in self.volumes:
+                return "Volume"
+            return "Image"
+        return "Container" if name else "Service"
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if "warning" in message:
+            print(f"WARN[0000] {message['warning']}", file=sys.stderr, flush=True)
+            return
+        event = message.get("event")
+        if event is None or self.quiet:
+            return
+        action, status = event["action"], event["status"]
+        subject = event.get("container") or event.get("service") or ""
+        if status == "failed":
+            word = "Error"
+        elif action == "wait" and status == "warning":
+            word = f"Warning {event.get('detail', '')}"
+        else:
+            found = _WORDS.get((action, status))
+            if found is None:
+                return
+            word = found
+        print(f" {self.kind(event)} {subject}  {word}", file=sys.stderr, flush=True)
+
+
+def _finish(code: int, error: str | None) -> int:
+    if error:
+        raise ComposerError(error)
+    return code
+
+
+# --- up --------------------------------------------------------------------------------------------------
+
+
+def _scale(items: Sequence[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, eq, number = item.partition("=")
+        if not eq or not number.isdigit():
+            raise UsageError(f"--scale {item!r}: expected SERVICE=NUMBER")
+        out[name] = int(number)
+    return out
+
+
+def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer up`: create and start the project's containers; attached, follow their output."""
+    from composer.engine.plan import UpOptions
+
+    if args.detach and (
+        args.abort_on_container_exit or args.abort_on_container_failure or args.exit_code_from
+    ):
+        raise UsageError("--abort-on-container-exit, --abort-on-container-failure and --exit-code-from "
+                         "cannot be combined with -d")  # fmt: skip
+    if args.build and args.no_build:
+        raise UsageError("--build and --no-build are incompatible")
+    if args.force_recreate and args.no_recreate:
+        raise UsageError("--force-recreate and --no-recreate are incompatible")
+    project, environment, files = _load(options, cwd, environ, args.services)
+    layout = _layout(options, environ)
+    up_options = UpOptions(
+        services=args.services, force_recreate=args.force_recreate, no_recreate=args.no_recreate,
+        always_recreate_deps=args.always_recreate_deps, no_deps=args.no_deps,
+        remove_orphans=args.remove_orphans, scale=_scale(args.scale), build=args.build,
+        no_build=args.no_build, start=not args.no_start,
+    )  # fmt: skip
+    _ = files
+    if not args.no_build and not args.dry_run:
+        _build_missing(
+            options, project, environment, layout, environ, always=args.build, services=args.services
+        )
+    if args.dry_run:
+        return _print_plan(layout, project, up_options)
+    from composer.engine.control import Request
+
+    request = Request(
+        op="up", project=project, environ=environment, up=up_options, timeout=args.timeout,
+        wait=args.wait, wait_timeout=args.wait_timeout,
+    )  # fmt: skip
+    import trio
+
+    progress = Progress(project)
+    if args.detach or args.no_start:
+
+        async def detached() -> int:
+            code, error = await _call(layout, project.name, options, request, progress)
+            return _finish(code, error)
+
+        return trio.run(detached)
+    return trio.run(_attached, layout, project, options, args, request, progress)
+
+
+def _build_missing(
+    options: GlobalOptions,
+    project: Project,
+    environment: Mapping[str, str],
+    layout: Layout,
+    environ: Mapping[str, str],
+    *,
+    always: bool,
+    services: Sequence[str],
+) -> None:
+    """Build the services that have `build:` and no image yet (all of them with --build), as `up` does."""
+    from composer.app import _run_builds, service_request
+    from composer.image.store import ImageStore
+    from composer.options import BuildOptions
+
+    store = ImageStore(layout)
+    chosen = set(services) or set(project.service_names())
+    todo = [s for s in project.services if s.build is not None and s.name in chosen
+            and (always or store.resolve(s.image_name) is None)]  # fmt: skip
+    if not todo:
+        return
+    requests = [
+        service_request(s, environment=dict(environment), build_args={}, no_cache=False) for s in todo
+    ]
+    _run_builds(options, BuildOptions(services=tuple(s.name for s in todo)), requests, environ)
+
+
+def _print_plan(layout: Layout, project: Project, up_options: Any) -> int:
+    from composer.engine.plan import plan_up
+    from composer.engine.records import observe
+    from composer.image.store import ImageStore
+    from composer.network.manager import NetworkManager
+    from composer.storage.volumes import VolumeStore
+
+    store = ImageStore(layout)
+    images = {s.name: img.id for s in project.services if (img := store.resolve(s.image_name)) is not None}
+    networks = [r.name for r in NetworkManager(layout.root, firewall=None).networks()]
+    volumes = [v.name for v in VolumeStore(layout).list()]
+    observed = observe(project.name, _records(layout, project.name), networks, volumes)
+    plan = plan_up(project, observed, images=images, options=up_options)
+    print(plan.text(), end="" if plan.text().endswith("\n") else "\n")
+    return 0
+
+
+async def _attached(
+    layout: Layout,
+    project: Project,
+    options: GlobalOptions,
+    args: UpArgs,
+    request: Request,
+    progress: Progress,
+) -> int:
+    import trio
+
+    from composer.engine.control import Request
+    from composer.engine.logs import read_logs
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        code, error = await _call(layout, project.name, options, request, progress)
+        _finish(code, error)
+        chosen = set(args.services) or set(project.service_names())
+        if args.attach:
+            chosen = set(args.attach)
+        chosen -= set(args.no_attach)
+        chosen -= {s.name for s in project.services if s.attach is False and s.name not in args.attach}
+        records = [r for r in _records(layout, project.name) if not r.one_off and r.service in chosen]
+        labels = [(r.name.removeprefix(f"{project.name}-"), Path(r.log_path) if r.log_path else None)
+                  for r in records]  # fmt: skip
+        print(f"Attaching to {', '.join(label for label, _ in labels)}", file=sys.stderr, flush=True)
+        names = {r.name for r in records}
+        states: dict[str, dict[str, Any]] = {}
+        exit_code = 0
+        done = trio.Event()
+        abort = trio.Event()
+        color = not args.no_color and sys.stdout.isatty()
+
+        def on_change(message: dict[str, Any]) -> None:
+            nonlocal exit_code
+            change = message.get("change")
+            if change is None or change["name"] not in names:
+                return
+            before = states.get(change["name"], {}).get("status")
+            states[change["name"]] = change
+            if change["status"] == "exited" and before not in (None, "exited"):
+                label = change["name"].removeprefix(f"{project.name}-")
+                print(f"{label} exited with code {change['exit_code']}", flush=True)
+                if args.exit_code_from and change["service"] == args.exit_code_from:
+                    exit_code = change["exit_code"] or 0
+                    abort.set()
+                elif args.abort_on_container_exit or (
+                    args.abort_on_container_failure and change["exit_code"]
+                ):
+                    exit_code = change["exit_code"] or 0
+                    abort.set()
+            if (
+                states
+                and all(s["status"] not in _LIVE for s in states.values())
+                and len(states) >= len(names)
+            ):
+                done.set()
+
+        async def watch() -> None:
+            await _call(layout, project.name, options, Request(op="watch"), on_change)
+            done.set()
+
+        async def follow() -> None:
+            async with contextlib.aclosing(
+                read_logs(labels, follow=True, prefix=not args.no_log_prefix, color=color,
+                          timestamps=args.timestamps, stop=done.is_set, poll_interval=0.05)
+            ) as lines:  # fmt: skip
+                async for line in lines:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+
+        async def stop(kill: bool = False) -> None:
+            op = "kill" if kill else "stop"
+            await _call(layout, project.name, options,
+                        Request(op=op, project=project, services=args.services, timeout=args.timeout),
+                        progress)  # fmt: skip
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            nursery.start_soon(follow)
+
+            async def interrupts() -> None:
+                count = 0
+                async for _ in signals:
+                    count += 1
+                    if count == 1:
+                        print(
+                            "Gracefully stopping... (press Ctrl+C again to force)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        nursery.start_soon(stop)
+                    else:
+                        nursery.start_soon(stop, True)
+
+            async def aborted() -> None:
+                await abort.wait()
+                print("Aborting on container exit...", file=sys.stderr, flush=True)
+                await stop()
+
+            nursery.start_soon(interrupts)
+            nursery.start_soon(aborted)
+            await done.wait()
+            await trio.sleep(0.1)  # the last lines
+            nursery.cancel_scope.cancel()
+        return exit_code
+
+
+# --- down ------------------------------------------------------------------------------------------------
+
+
+def down(options: GlobalOptions, args: DownArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer down`: stop and remove the project's containers and networks (-v: volumes too)."""
+    import trio
+
+    from composer.engine.control import Request
+
+    if args.rmi not in (None, "all", "local"):
+        raise UsageError(f"--rmi {args.rmi!r}: expected 'all' or 'local'")
+    project, environment, _ = _load(options, cwd, environ)
+    layout = _layout(options, environ)
+    if args.dry_run:
+        from composer.engine.plan import plan_down
+        from composer.engine.records import observe
+
+        observed = observe(project.name, _records(layout, project.name), [], [])
+        print(plan_down(project, observed, remove_volumes=args.volumes, remove_orphans=args.remove_orphans,
+                        rmi=args.rmi).text())  # type: ignore[arg-type]  # fmt: skip
+        return 0
+    request = Request(op="down", project=project, environ=environment, volumes=args.volumes,
+                      remove_orphans=args.remove_orphans, rmi=args.rmi, timeout=args.timeout)  # fmt: skip
+
+    async def main() -> int:
+        code, error = await _call(layout, project.name, options, request, Progress(project))
+        return _finish(code, error)
+
+    return trio.run(main)
+
+
+# --- start, stop, restart, kill, pause, unpause, rm ------------------------------------------------------
+
+
+def services_command(
+    options: GlobalOptions, args: ServicesArgs, *, cwd: str, environ: Mapping[str, str]
+) -> int:
+    import trio
+
+    from composer.engine.control import Request
+    from composer.engine.translate import parse_signal
+
+    project, environment, _ = _load(options, cwd, environ, args.services)
+    layout = _layout(options, environ)
+    sig = parse_signal(args.signal, field="--signal") if args.command == "kill" else int(signal.SIGKILL)
+    op = args.command
+    if op == "rm" and not args.stop:
+        running = [r.name for r in _records(layout, project.name)
+                   if r.observed_state() in _LIVE
+                   and (not args.services or r.service in args.services)]  # fmt: skip
+        if running and not args.force:
+            print(f"Going to remove only the stopped containers; still running: {', '.join(running)}",
+                  file=sys.stderr)  # fmt: skip
+    if not _records(layout, project.name):
+        if op in ("rm", "stop", "kill", "pause", "unpause", "restart"):
+            print("No container to " + op, file=sys.stderr) if op != "stop" else None
+            return 0
+        raise ComposerError(f"service {'/'.join(args.services) or project.name}: no container to start; "
+                            "run composer up")  # fmt: skip
+
+    async def main() -> int:
+        progress = Progress(project)
+        if op == "rm" and args.stop:
+            stop = Request(op="stop", project=project, services=args.services, timeout=args.timeout)
+            _finish(*await _call(layout, project.name, options, stop, progress))
+        request = Request(op=op, project=project, environ=environment, services=args.services,
+                          timeout=args.timeout, signal=sig, volumes=args.volumes)  # fmt: skip
+        return _finish(*await _call(layout, project.name, options, request, progress))
+
+    return trio.run(main)
+
+
+# --- ps --------------------------------------------------------------------------------------------------
+
+
+def _ago(seconds: float) -> str:
+    from composer.app import human_duration
+
+    return human_duration(seconds)
+
+
+def status_text(record: ContainerRecord, now: float) -> str:
+    """Docker's Status column: `Up 5 seconds (healthy)`, `Exited (0) 3 minutes ago`, `Created`."""
+    state = record.observed_state()
+    if state == "created":
+        return "Created"
+    if state in ("running", "paused"):
+        text = f"Up {_ago(now - (record.started_at or now))}"
+        if state == "paused":
+            return text + " (Paused)"
+        if record.health:
+            text += f" ({'health: starting' if record.health == 'starting' else record.health})"
+        return text
+    if state == "restarting":
+        return f"Restarting ({record.exit_code}) {_ago(now - (record.finished_at or now))} ago"
+    return f"Exited ({record.observed_exit_code()}) {_ago(now - (record.finished_at or now))} ago"
+
+
+def _ps_json(record: ContainerRecord, project: str, now: float) -> dict[str, Any]:
+    created = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(record.created))
+    publishers = []
+    for text in record.ports:
+        host, _, rest = text.partition("->")
+        url, _, port = host.rpartition(":")
+        target, _, protocol = rest.partition("/")
+        publishers.append(
+            {"URL": url, "TargetPort": int(target), "PublishedPort": int(port), "Protocol": protocol}
+        )
+    return {
+        "Command": f'"{record.command}"',
+        "CreatedAt": created,
+        "ExitCode": record.observed_exit_code() or 0,
+        "Health": record.health or "",
+        "ID": record.id,
+        "Image": record.image,
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(record.labels.items())),
+        "LocalVolumes": str(len(record.named_volumes) + len(record.anonymous_volumes)),
+        "Mounts": ",".join([*record.named_volumes, *record.anonymous_volumes.values()]),
+        "Name": record.name,
+        "Names": record.name,
+        "Networks": ",".join(sorted(record.networks)),
+        "Ports": ", ".join(record.ports),
+        "Project": project,
+        "Publishers": publishers,
+        "RunningFor": f"{_ago(now - record.created)} ago",
+        "Service": record.service,
+        "Size": "0B",
+        "State": record.observed_state(),
+        "Status": status_text(record, now),
+    }
+
+
+def ps(options: GlobalOptions, args: PsArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer ps`: the project's containers from the state files (running ones; -a: all)."""
+    project, _, _ = _load(options, cwd, environ, args.services)
+    layout = _layout(options, environ)
+    now = time.time()
+    records = [r for r in _records(layout, project.name) if not r.one_off]
+    if args.services:
+        records = [r for r in records if r.service in args.services]
+    if args.status:
+        records = [r for r in records if r.observed_state() in args.status]
+    elif not args.all:
+        records = [r for r in records if r.observed_state() in _LIVE]
+    records.sort(key=lambda r: r.name)
+    if args.list_services:
+        for name in sorted({r.service for r in records}):
+            print(name)
+        return 0
+    if args.quiet:
+        for record in records:
+            print(record.id)
+        return 0
+    rows = [_ps_json(r, project.name, now) for r in records]
+    if args.format == "json":
+        print(json.dumps(rows, separators=(",", ":")))
+        return 0
+    if args.format != "table":
+        raise UsageError(f"--format {args.format!r}: expected table or json")
+    headers = ("NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS", "PORTS")
+    cells = ("Name", "Image", "Command", "Service", "RunningFor", "Status", "Ports")
+    _print_table(headers, [[_short_command(r[c]) if c == "Command" else r[c] for c in cells] for r in rows])
+    return 0
+
+
+def _short_command(command: str) -> str:
+    inner = command.strip('"')
+    return f'"{inner[:20]}…"' if len(inner) > 20 else command
+
+
+# --- logs ------------------------------------------------------------------------------------------------
+
+
+def logs(options: GlobalOptions, args: LogsArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer logs`: the containers' output from their log files (-f: and what follows)."""
+    import trio
+
+    from composer.engine.logs import read_logs
+
+    project, _, _ = _load(options, cwd, environ, args.services)
+    layout = _layout(options, environ)
+    tail: int | None = None
+    if args.tail != "all":
+        try:
+            tail = int(args.tail)
+        except ValueError:
+            raise UsageError(f"--tail {args.tail!r}: expected a number or 'all'") from None
+        tail = None if tail < 0 else tail
+
+    records = [r for r in _records(layout, project.name) if not r.one_off]
+    if args.services:
+        records = [r for r in records if r.service in args.services]
+    records.sort(key=lambda r: r.name)
+    pairs = [
+        (r.name.removeprefix(f"{project.name}-"), Path(r.log_path) if r.log_path else None) for r in records
+    ]
+    color = not args.no_color and sys.stdout.isatty()
+    store_dir = layout.containers
+    ids = [r.id for r in records]
+
+    def all_stopped() -> bool:
+        from composer.engine.records import RecordStore
+
+        store = RecordStore(store_dir)
+        return all((rec := store.load(i)) is None or rec.observed_state() not in _LIVE for i in ids)
+
+    async def main() -> int:
+        async with contextlib.aclosing(
+            read_logs(pairs, tail=tail, since=args.since, until=args.until, timestamps=args.timestamps,
+                      follow=args.follow, prefix=not args.no_log_prefix, color=color, stop=all_stopped)
+        ) as lines:  # fmt: skip
+            async for line in lines:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        return 0
+
+    try:
+        return trio.run(main)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# --- exec ------------------------------------------------------------------------------------------------
+
+
+def exec_(options: GlobalOptions, args: ExecArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer exec SERVICE COMMAND...`: run a command in a running container of the service."""
+    from composer.runtime.forkserver import ForkServer
+
+    project, _, _ = _load(options, cwd, environ, (args.service,))
+    layout = _layout(options, environ)
+    found = [r for r in _records(layout, project.name)
+             if r.service == args.service and not r.one_off and r.number == args.index]  # fmt: skip
+    if not found:
+        raise ComposerError(f"service {args.service!r} has no container number {args.index}")
+    record = found[0]
+    if record.observed_state() != "running":
+        raise ComposerError(f"container {record.name} is not running")
+    from composer.engine.records import RecordStore
+
+    launch = RecordStore(layout.containers).load_launch(record.id)
+    spec = getattr(launch, "spec", None)
+    if spec is None or record.pid is None:
+        raise ComposerError(f"container {record.name}: its launch spec is missing")
+    tty = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty()
+    forkserver = ForkServer.start()
+    try:
+        import trio
+
+        from composer.runtime.launch import Runtime
+        from composer.runtime.spec import Stdio
+
+        runtime = Runtime(layout, forkserver)
+
+        async def main() -> int:
+            container = runtime.adopt(spec, record.pid)  # type: ignore[arg-type]
+            try:
+                if tty:
+                    return await _exec_tty(runtime, container, args)
+                stdio = Stdio(stdin=None if args.detach else 0, stdout=None if args.detach else 1,
+                              stderr=None if args.detach else 2)  # fmt: skip
+                process = await runtime.start_exec(
+                    container, list(args.command), env=args.env, user=args.user, cwd=args.workdir, stdio=stdio
+                )
+                if args.detach:
+                    return 0
+                try:
+                    status = await process.wait()
+                except BaseException:
+                    await process.kill_and_reap()
+                    raise
+                return status.code
+            finally:
+                os.close(container.pidfd) if container._status is None else None
+
+        return trio.run(main)
+    finally:
+        forkserver.close()
+
+
+async def _exec_tty(runtime: Any, container: Any, args: ExecArgs) -> int:
+    import termios
+    import tty as ttymod
+
+    import trio
+
+    process = await runtime.start_exec(
+        container, list(args.command), env=args.env, user=args.user, cwd=args.workdir, tty=True,
+        tty_size=os.get_terminal_size(1)[::-1] if sys.stdout.isatty() else (24, 80),
+    )  # fmt: skip
+    terminal = process.terminal
+    saved = termios.tcgetattr(0)
+    ttymod.setraw(0)
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def copy_in() -> None:
+                async with trio.lowlevel.FdStream(os.dup(0)) as source:
+                    while data := await source.receive_some(4096):
+                        await trio.to_thread.run_sync(os.write, terminal.fd, data)
+
+            async def copy_out() -> None:
+                while True:
+                    await trio.lowlevel.wait_readable(terminal.fd)
+                    try:
+                        data = os.read(terminal.fd, 65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    os.write(1, data)
+
+            nursery.start_soon(copy_in)
+            await copy_out()
+            nursery.cancel_scope.cancel()
+        status = await process.wait()
+        return int(status.code)
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        terminal.close()
+
+
+# --- ls --------------------------------------------------------------------------------------------------
+
+
+def ls(
+    options: GlobalOptions, *, all_projects: bool, quiet: bool, fmt: str, environ: Mapping[str, str]
+) -> int:
+    """`composer ls`: the projects that have containers (running ones; -a: all)."""
+    from composer.engine.records import RecordStore
+
+    layout = _layout(options, environ)
+    by_project: dict[str, list[ContainerRecord]] = {}
+    for record in RecordStore(layout.containers).all():
+        by_project.setdefault(record.project, []).append(record)
+    rows = []
+    for name in sorted(by_project):
+        records = by_project[name]
+        counts: dict[str, int] = {}
+        for record in records:
+            state = record.observed_state()
+            counts[state] = counts.get(state, 0) + 1
+        if not all_projects and not counts.get("running"):
+            continue
+        status = ", ".join(f"{state}({count})" for state, count in sorted(counts.items()))
+        files = records[0].labels.get("com.docker.compose.project.config_files", "")
+        rows.append({"Name": name, "Status": status, "ConfigFiles": files})
+    if quiet:
+        for row in rows:
+            print(row["Name"])
+    elif fmt == "json":
+        print(json.dumps(rows, separators=(",", ":")))
+    else:
+        _print_table(
+            ("NAME", "STATUS", "CONFIG FILES"), [(r["Name"], r["Status"], r["ConfigFiles"]) for r in rows]
+        )
+    return 0
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Docker's plain tables: columns padded to their widest cell, three spaces apart."""
+    table = [tuple(headers), *(tuple(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    for line in table:
+        print("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())

@@ -1,0 +1,504 @@
+"""The project's control socket: the CLI's requests to the project's supervisor, answered as a stream.
+
+The supervisor of project P listens on `<root>/projects/P/supervisor.sock` (mode 0600: root's own
+commands only). A request is one frame; the answer is frames of `{"event": ...}` / `{"line": ...}` and
+a last `{"result": exit code, "error": text or None}`. A frame is a 4-byte big-endian length and a
+pickle (both ends are this package; the socket admits only root).
+
+Requests (`op`): `up` (a Project, its environment, UpOptions, timeout, wait), `down`, `stop`,
+`start`, `restart`, `kill`, `pause`, `unpause`, `rm` (services), `watch` (container changes until the
+client goes). Requests that change things run one at a time. The supervisor leaves when no container
+runs or waits for a restart and no client is connected (`LINGER` after the last one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pickle
+import signal
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from composer.engine.backends import ContainerChange
+from composer.engine.depends import Condition, DependencyTimeout, StateBoard, wait_for_dependencies
+from composer.engine.executor import ExecutionEvent, execute_down, execute_up
+from composer.engine.plan import Plan, UpOptions, plan_down, plan_up
+from composer.engine.records import observe
+from composer.engine.supervisor import Supervisor, Unit
+from composer.errors import ComposerError, one_line
+from composer.log import logger
+from composer.spec.graph import start_levels
+from composer.spec.model import Dependency, Project
+
+__all__ = ["LINGER", "Request", "call", "serve", "socket_path"]
+
+LINGER = 1.0  # seconds idle before the supervisor leaves
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 256 << 20
+
+
+def socket_path(project_dir: Path) -> Path:
+    return project_dir / "supervisor.sock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    op: str
+    project: Project | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ()
+    up: UpOptions = field(default_factory=UpOptions)
+    timeout: float | None = None  # -t
+    wait: bool = False  # up --wait
+    wait_timeout: float | None = None
+    signal: int = int(signal.SIGKILL)  # kill -s
+    volumes: bool = False  # down -v, rm -v
+    remove_orphans: bool = False
+    rmi: str | None = None
+
+
+# -- frames ------------------------------------------------------------------------------------------------
+
+
+async def _send(stream: trio.SocketStream, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    await stream.send_all(_HEADER.pack(len(data)) + data)
+
+
+async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+async def _receive(stream: trio.SocketStream) -> Any:
+    header = await _receive_exactly(stream, _HEADER.size)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > _MAX_FRAME:
+        raise ComposerError(f"control socket: frame of {size} bytes refused")
+    data = await _receive_exactly(stream, size)
+    if data is None:
+        return None
+    return pickle.loads(data)
+
+
+# -- the client ----------------------------------------------------------------------------------------------
+
+
+async def call(
+    path: Path, request: Request, on_message: Callable[[dict[str, Any]], None]
+) -> tuple[int, str | None]:
+    """Send `request`; hand every message to `on_message`; return (exit code, error)."""
+    stream = await trio.open_unix_socket(str(path))
+    async with stream:
+        await _send(stream, request)
+        while True:
+            message = await _receive(stream)
+            if message is None:
+                return 1, "the supervisor went away before answering"
+            if "result" in message:
+                return int(message["result"]), message.get("error")
+            on_message(message)
+
+
+# -- the server ----------------------------------------------------------------------------------------------
+
+
+class _Server:
+    def __init__(self, supervisor: Supervisor, nursery: trio.Nursery) -> None:
+        self.supervisor = supervisor
+        self.nursery = nursery
+        self.clients = 0
+        self.busy = 0
+        self.activity = trio.Event()
+
+    def _poke(self) -> None:
+        self.activity.set()
+        self.activity = trio.Event()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.clients += 1
+        self._poke()
+        try:
+            async with stream:
+                request = await _receive(stream)
+                if not isinstance(request, Request):
+                    return
+
+                async def send(message: dict[str, Any]) -> None:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await _send(stream, message)
+
+                code, error = await self.dispatch(request, send)
+                await send({"result": code, "error": error})
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception as exc:  # a request that fails unexpectedly must not take the supervisor down
+            logger().exception("control.request_failed", error=str(exc))
+        finally:
+            self.clients -= 1
+            self._poke()
+
+    async def dispatch(
+        self, request: Request, send: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> tuple[int, str | None]:
+        if request.op == "watch":
+            await self.watch(send)
+            return 0, None
+        if request.op == "ping":
+            return 0, None
+        handler = getattr(self, f"op_{request.op}", None)
+        if handler is None:
+            return 1, f"unknown request {request.op!r}"
+        queue: list[dict[str, Any]] = []
+        wake = trio.Event()
+
+        def emit(message: dict[str, Any]) -> None:
+            queue.append(message)
+            wake.set()
+
+        async def forward(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal wake
+            task_status.started()
+            while True:
+                await wake.wait()
+                wake = trio.Event()
+                while queue:
+                    await send(queue.pop(0))
+
+        async with self.supervisor.lock:
+            self.busy += 1
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(forward)
+                    try:
+                        code = await handler(request, emit)
+                        error = None
+                    except* ComposerError as group:
+                        code, error = 1, "; ".join(one_line(str(e)) for e in _leaves(group))
+                    while queue:
+                        await send(queue.pop(0))
+                    nursery.cancel_scope.cancel()
+                return code, error
+            finally:
+                self.busy -= 1
+                self._poke()
+
+    async def watch(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Stream container changes until the client goes."""
+        send_channel, receive_channel = trio.open_memory_channel[ContainerChange](1024)
+
+        def listener(change: ContainerChange) -> None:
+            with contextlib.suppress(trio.WouldBlock):
+                send_channel.send_nowait(change)
+
+        unsubscribe = self.supervisor.subscribe(listener)
+        try:
+            for change in self.supervisor.states():
+                await send({"change": _change(change)})
+            async for change in receive_channel:
+                await send({"change": _change(change)})
+        finally:
+            unsubscribe()
+
+    # -- operations ------------------------------------------------------------------------------------
+
+    def _observed_names(self) -> tuple[list[str], list[str]]:
+        sup = self.supervisor
+        networks = [r.name for r in sup.networks.networks()]
+        volumes = [v.name for v in sup.volumes.list()]
+        return networks, volumes
+
+    def _observe(self, project: Project) -> Any:
+        networks, volumes = self._observed_names()
+        return observe(project.name, [u.record for u in self.supervisor.units.values()], networks, volumes)
+
+    def _images(self, project: Project) -> dict[str, str]:
+        found = {}
+        for service in project.services:
+            image = self.supervisor.images.resolve(service.image_name) if service.image_name else None
+            if image is not None:
+                found[service.name] = image.id
+        return found
+
+    async def op_up(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        project = _need_project(request)
+        plan = plan_up(project, self._observe(project), images=self._images(project), options=request.up)
+        _warnings(plan, emit)
+        backends = self.supervisor.backends(project, request.environ)
+        await execute_up(plan, backends, project=project, on_event=_events(emit), timeout=request.timeout)
+        if request.wait:
+            await self._wait_ready(project, request, emit)
+        return 0
+
+    async def _wait_ready(
+        self, project: Project, request: Request, emit: Callable[[dict[str, Any]], None]
+    ) -> None:
+        board = StateBoard()
+        for change in self.supervisor.states():
+            if change.state is not None:
+                board.update(change.service, change.state)
+
+        def on_change(change: ContainerChange) -> None:
+            if change.state is None:
+                board.remove(change.service, change.name)
+            else:
+                board.update(change.service, change.state)
+
+        unsubscribe = self.supervisor.subscribe(on_change)
+        try:
+            chosen = set(request.up.services) or {s.name for s in project.services}
+            deps = [
+                Dependency(service=s.name, condition=str(Condition.RUNNING_OR_HEALTHY))
+                for s in project.services
+                if s.name in chosen and s.replicas() > 0
+            ]
+            timeout = request.wait_timeout if request.wait_timeout and request.wait_timeout > 0 else None
+            try:
+                await wait_for_dependencies(
+                    board, "up --wait", deps, timeout=timeout,
+                    timeout_message=f"application not healthy after {timeout:g}s" if timeout else "",
+                )  # fmt: skip
+            except DependencyTimeout as exc:
+                raise ComposerError(str(exc)) from None
+        finally:
+            unsubscribe()
+
+    async def op_down(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        project = _need_project(request)
+        plan = plan_down(
+            project,
+            self._observe(project),
+            remove_volumes=request.volumes,
+            remove_orphans=request.remove_orphans,
+            rmi=request.rmi,  # type: ignore[arg-type]
+        )
+        _warnings(plan, emit)
+        backends = self.supervisor.backends(project, request.environ)
+        await execute_down(plan, backends, stop_timeout=request.timeout, on_event=_events(emit))
+        return 0
+
+    def _select(self, request: Request) -> list[Unit]:
+        units = [u for u in self.supervisor.units.values() if not u.record.one_off]
+        if request.services:
+            known = {u.record.service for u in units}
+            if request.project is not None:
+                known |= set(request.project.service_names())
+            missing = [s for s in request.services if s not in known]
+            if missing:
+                raise ComposerError(f"no such service: {missing[0]}")
+            units = [u for u in units if u.record.service in request.services]
+        return units
+
+    def _levels(self, request: Request, units: list[Unit], *, reverse: bool) -> list[list[Unit]]:
+        """The units grouped by the project's start levels (reversed for stops); unknown services last."""
+        project = request.project
+        order: dict[str, int] = {}
+        if project is not None:
+            for index, level in enumerate(start_levels(project)):
+                for name in level:
+                    order[name] = index
+        groups: dict[int, list[Unit]] = {}
+        for unit in units:
+            groups.setdefault(order.get(unit.record.service, len(order) + 1), []).append(unit)
+        keys = sorted(groups, reverse=reverse)
+        return [sorted(groups[k], key=lambda u: u.record.name) for k in keys]
+
+    async def _stop_units(
+        self,
+        units: list[Unit],
+        timeout: float | None,
+        emit: Callable[[dict[str, Any]], None],
+        request: Request,
+    ) -> None:
+        for level in self._levels(request, units, reverse=True):
+            async with trio.open_nursery() as nursery:
+                for unit in level:
+                    nursery.start_soon(self._stop_one, unit, timeout, emit)
+
+    async def _stop_one(
+        self, unit: Unit, timeout: float | None, emit: Callable[[dict[str, Any]], None]
+    ) -> None:
+        sup = self.supervisor
+        if unit.record.state not in ("running", "paused", "restarting") and unit.supervision is None:
+            return
+        _emit(emit, "stop", "working", unit)
+        grace = unit.record.stop_grace if timeout is None else timeout
+        await sup.signal(unit, unit.record.stop_signal)
+        with trio.move_on_after(grace):
+            await sup.wait(unit)
+            _emit(emit, "stop", "done", unit)
+            return
+        await sup.signal(unit, int(signal.SIGKILL))
+        with trio.move_on_after(10):
+            await sup.wait(unit)
+            _emit(emit, "stop", "done", unit)
+            return
+        raise ComposerError(f"container {unit.record.name}: stop: still running 10 s after SIGKILL")
+
+    async def op_stop(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        await self._stop_units(self._select(request), request.timeout, emit, request)
+        return 0
+
+    async def op_start(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        units = self._select(request)
+        if not units:
+            raise ComposerError("no container to start")
+        for level in self._levels(request, units, reverse=False):
+            async with trio.open_nursery() as nursery:
+                for unit in level:
+                    nursery.start_soon(self._start_one, unit, emit)
+        return 0
+
+    async def _start_one(self, unit: Unit, emit: Callable[[dict[str, Any]], None]) -> None:
+        if unit.record.state in ("running", "paused", "restarting"):
+            return
+        _emit(emit, "start", "working", unit)
+        try:
+            await self.supervisor.start(unit)
+        except ComposerError as exc:
+            raise ComposerError(f"container {unit.record.name}: start: {one_line(str(exc))}") from None
+        _emit(emit, "start", "done", unit)
+
+    async def op_restart(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        units = self._select(request)
+        await self._stop_units(units, request.timeout, emit, request)
+        for level in self._levels(request, units, reverse=False):
+            async with trio.open_nursery() as nursery:
+                for unit in level:
+                    nursery.start_soon(self._start_one, unit, emit)
+        return 0
+
+    async def op_kill(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        for unit in self._select(request):
+            if unit.record.state in ("running", "paused", "restarting"):
+                await self.supervisor.signal(unit, request.signal)
+                _emit(emit, "kill", "done", unit)
+        return 0
+
+    async def op_pause(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        for unit in self._select(request):
+            if self.supervisor.pause(unit):
+                _emit(emit, "pause", "done", unit)
+        return 0
+
+    async def op_unpause(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        for unit in self._select(request):
+            if self.supervisor.unpause(unit):
+                _emit(emit, "unpause", "done", unit)
+        return 0
+
+    async def op_rm(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
+        for unit in self._select(request):
+            if unit.record.state in ("running", "paused", "restarting") or unit.supervision is not None:
+                continue
+            await self.supervisor.remove(unit, volumes=request.volumes)
+            _emit(emit, "remove", "done", unit)
+        return 0
+
+
+def _need_project(request: Request) -> Project:
+    if request.project is None:
+        raise ComposerError(f"{request.op}: the request carries no project")
+    return request.project
+
+
+def _warnings(plan: Plan, emit: Callable[[dict[str, Any]], None]) -> None:
+    for warning in plan.warnings:
+        emit({"warning": warning})
+
+
+def _events(emit: Callable[[dict[str, Any]], None]) -> Callable[[ExecutionEvent], None]:
+    def on_event(event: ExecutionEvent) -> None:
+        emit({"event": dataclasses.asdict(event)})
+
+    return on_event
+
+
+def _emit(emit: Callable[[dict[str, Any]], None], action: str, status: str, unit: Unit) -> None:
+    emit({"event": {"action": action, "status": status, "service": unit.record.service,
+                    "container": unit.record.name, "detail": "", "at": trio.current_time()}})  # fmt: skip
+
+
+def _change(change: ContainerChange) -> dict[str, Any]:
+    state = change.state
+    return {
+        "service": change.service,
+        "name": change.name,
+        "status": state.status if state else None,
+        "exit_code": state.exit_code if state else None,
+        "health": state.current_health() if state else None,
+    }
+
+
+def _leaves(group: BaseExceptionGroup[ComposerError]) -> list[ComposerError]:
+    out: list[ComposerError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out += _leaves(exc)
+        else:
+            out.append(exc)
+    return out
+
+
+async def serve(
+    supervisor: Supervisor, path: Path, *, on_ready: Callable[[], None] | None = None, linger: float = LINGER
+) -> None:
+    """Run `supervisor` and answer requests on `path` until it has been idle for `linger` seconds."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        await sock.bind(str(path))
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    listener = trio.SocketListener(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            server = _Server(supervisor, nursery)
+            nursery.start_soon(trio.serve_listeners, server.handle, [listener])
+            if on_ready is not None:
+                on_ready()
+            logger().info("supervisor.ready", project=supervisor.project, pid=os.getpid())
+            while True:
+                if supervisor.idle() and server.clients == 0 and server.busy == 0:
+                    with trio.move_on_after(linger):
+                        await _either(server.activity, supervisor)
+                        continue
+                    if supervisor.idle() and server.clients == 0 and server.busy == 0:
+                        break
+                else:
+                    await _either(server.activity, supervisor)
+            logger().info("supervisor.leaving", project=supervisor.project)
+            nursery.cancel_scope.cancel()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+async def _either(event: trio.Event, supervisor: Supervisor) -> None:
+    changed = supervisor.changed
+    async with trio.open_nursery() as nursery:
+
+        async def one(wait: Callable[[], Awaitable[Any]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(one, event.wait)
+        nursery.start_soon(one, changed.wait)
