@@ -1,7 +1,7 @@
 """The project's control socket: the CLI's requests to the project's supervisor, answered as a stream.
 
 The supervisor of project P listens on `<root>/projects/P/supervisor.sock` (mode 0600: root's own
-commands only). A request is one frame; the answer is frames of `{"event": ...}` / `{"line": ...}` and
+commands only) and writes its pid to `supervisor.pid` beside it while it serves. A request is one frame; the answer is frames of `{"event": ...}` / `{"line": ...}` and
 a last `{"result": exit code, "error": text or None}`. A frame is a 4-byte big-endian length and a
 pickle (both ends are this package; the socket admits only root).
 
@@ -468,6 +468,8 @@ async def serve(
         os.umask(old)
     sock.listen(128)
     listener = trio.SocketListener(sock)
+    pid_file = path.with_name("supervisor.pid")
+    pid_file.write_text(f"{os.getpid()}\n")
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
@@ -490,6 +492,8 @@ async def serve(
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
 
 
 async def _either(event: trio.Event, supervisor: Supervisor) -> None:
