@@ -370,34 +370,40 @@ async def _attached(
         abort = trio.Event()
         color = not args.no_color and sys.stdout.isatty()
 
+        changes_in, changes_out = trio.open_memory_channel[dict[str, Any]](4096)
+        interrupted = False
+
         def on_change(message: dict[str, Any]) -> None:
-            nonlocal exit_code
             change = message.get("change")
-            if change is None or change["name"] not in names:
-                return
-            before = states.get(change["name"], {}).get("status")
-            states[change["name"]] = change
-            if change["status"] == "exited" and before not in (None, "exited"):
-                label = change["name"].removeprefix(f"{project.name}-")
-                print(f"{label} exited with code {change['exit_code']}", flush=True)
-                if args.exit_code_from and change["service"] == args.exit_code_from:
-                    exit_code = change["exit_code"] or 0
-                    abort.set()
-                elif args.abort_on_container_exit or (
-                    args.abort_on_container_failure and change["exit_code"]
-                ):
-                    exit_code = change["exit_code"] or 0
-                    abort.set()
-            if (
-                states
-                and all(s["status"] not in _LIVE for s in states.values())
-                and len(states) >= len(names)
-            ):
-                done.set()
+            if change is not None and change["name"] in names:
+                with contextlib.suppress(trio.WouldBlock):
+                    changes_in.send_nowait(change)
+
+        async def announce() -> None:
+            """Container exits, after the output they wrote last (the log files are polled)."""
+            nonlocal exit_code
+            async for change in changes_out:
+                before = states.get(change["name"], {}).get("status")
+                states[change["name"]] = change
+                if change["status"] == "exited" and before not in (None, "exited"):
+                    await trio.sleep(0.2)  # > 2 polls of the followers: the supervisor wrote the file first
+                    label = change["name"].removeprefix(f"{project.name}-")
+                    print(f"{label} exited with code {change['exit_code']}", flush=True)
+                    code = change["exit_code"] or 0
+                    if args.exit_code_from:
+                        if change["service"] == args.exit_code_from:
+                            exit_code = code
+                            abort.set()
+                    elif args.abort_on_container_exit or (args.abort_on_container_failure and code):
+                        exit_code = code
+                        abort.set()
+                if len(states) >= len(names) and all(s["status"] not in _LIVE for s in states.values()):
+                    done.set()
+            done.set()  # the supervisor went away
 
         async def watch() -> None:
             await _call(layout, project.name, options, Request(op="watch"), on_change)
-            done.set()
+            changes_in.close()
 
         async def follow() -> None:
             async with contextlib.aclosing(
@@ -416,11 +422,14 @@ async def _attached(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
+            nursery.start_soon(announce)
             nursery.start_soon(follow)
 
             async def interrupts() -> None:
+                nonlocal interrupted
                 count = 0
                 async for _ in signals:
+                    interrupted = True
                     count += 1
                     if count == 1:
                         print(
@@ -442,7 +451,7 @@ async def _attached(
             await done.wait()
             await trio.sleep(0.1)  # the last lines
             nursery.cancel_scope.cancel()
-        return exit_code
+        return 130 if interrupted else exit_code
 
 
 # --- down ------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The project's control socket: the CLI's requests to the project's supervisor, answered as a stream.
 
 The supervisor of project P listens on `<root>/projects/P/supervisor.sock` (mode 0600: root's own
-commands only) and writes its pid to `supervisor.pid` beside it while it serves. A request is one frame; the answer is frames of `{"event": ...}` / `{"line": ...}` and
-a last `{"result": exit code, "error": text or None}`. A frame is a 4-byte big-endian length and a
+commands only) and writes its pid to `supervisor.pid` beside it while it serves. A request is one
+frame; the answer is frames of `{"event": ...}`, `{"warning": ...}` or `{"change": ...}` and a last
+`{"result": exit code, "error": text or None}`. A frame is a 4-byte big-endian length and a
 pickle (both ends are this package; the socket admits only root).
 
 Requests (`op`): `up` (a Project, its environment, UpOptions, timeout, wait), `down`, `stop`,
