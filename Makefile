@@ -53,6 +53,7 @@ bench: apt install peers
 	$(PY) bench/dns.py
 	$(PY) bench/ports.py
 	$(PY) bench/build.py
+	$(PY) bench/stack_up.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache .hypothesis

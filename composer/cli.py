@@ -239,6 +239,30 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     exec_.add_argument("service", metavar="SERVICE")
     exec_.add_argument("exec_command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
+    port = command("port", "print the public address of a container port")
+    port.add_argument("service", metavar="SERVICE")
+    port.add_argument("private_port", metavar="PRIVATE_PORT")
+    port.add_argument("--protocol", default="tcp", choices=("tcp", "udp"), help="tcp or udp")
+    port.add_argument("--index", type=int, default=1, help="which container of the service (default 1)")
+
+    top = command("top", "show the processes of running containers")
+    services(top)
+
+    images = command("images", "list the images the containers use")
+    services(images)
+    images.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    images.add_argument("--format", default="table", choices=("table", "json"), help="output format")
+
+    wait = command(
+        "wait", "block until the services' containers stop; print nothing, exit with the first code"
+    )
+    wait.add_argument("services", nargs="+", metavar="SERVICE")
+    wait.add_argument("--down-project", action="store_true", help="then take the project down")
+
+    events = command("events", "stream container events")
+    services(events)
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+
     ls = command("ls", "list projects")
     ls.add_argument("-a", "--all", action="store_true", help="also stopped projects")
     ls.add_argument("-q", "--quiet", action="store_true", help="only names")
@@ -408,6 +432,21 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
                       user=args.user, workdir=args.workdir, env=tuple(args.env),
                       index=args.index)  # fmt: skip
         return lifecycle.exec_(options, ex, cwd=cwd, environ=environ)
+    if command == "port":
+        return lifecycle.port(options, service=args.service, private_port=args.private_port,
+                              protocol=args.protocol, index=args.index, cwd=cwd, environ=environ)  # fmt: skip
+    if command == "top":
+        return lifecycle.top(options, services=tuple(args.services), cwd=cwd, environ=environ)
+    if command == "images":
+        return lifecycle.images(options, services=tuple(args.services), quiet=args.quiet, fmt=args.format,
+                                cwd=cwd, environ=environ)  # fmt: skip
+    if command == "wait":
+        return lifecycle.wait(options, services=tuple(args.services), down_project=args.down_project,
+                              cwd=cwd, environ=environ)  # fmt: skip
+    if command == "events":
+        return lifecycle.events(
+            options, services=tuple(args.services), as_json=args.json, cwd=cwd, environ=environ
+        )
     if command == "ls":
         return lifecycle.ls(
             options, all_projects=args.all, quiet=args.quiet, fmt=args.format, environ=environ
@@ -453,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM stops a command the way Ctrl-C does: trio turns SIGINT into a clean cancellation (steps
     # stopped, containers reaped, staging removed), where SIGTERM's default would kill us mid-way.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: signal.raise_signal(signal.SIGINT))
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # started in the background by a shell without job control: like Compose (Go's signal.Notify),
+        # take SIGINT back, or SIGTERM (raised as SIGINT above) could not stop us either
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.command == "config":
             return app.config(options, _config_options(args), cwd=os.getcwd(), environ=dict(os.environ))

@@ -819,3 +819,217 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
     for line in table:
         print("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+
+
+# --- port, top, images, wait, events -------------------------------------------------------------------
+
+
+def _service_records(layout: Layout, project: Project, services: Sequence[str]) -> list[ContainerRecord]:
+    found = [r for r in _records(layout, project.name) if not r.one_off]
+    if services:
+        found = [r for r in found if r.service in services]
+    return sorted(found, key=lambda r: r.name)
+
+
+def port(
+    options: GlobalOptions,
+    *,
+    service: str,
+    private_port: str,
+    protocol: str,
+    index: int,
+    cwd: str,
+    environ: Mapping[str, str],
+) -> int:
+    """`composer port SERVICE PRIVATE_PORT`: the host address a container port is published on."""
+    project, _, _ = _load(options, cwd, environ, (service,))
+    target = private_port.partition("/")[0]
+    if not target.isdigit():
+        raise UsageError(f"port {private_port!r}: expected a port number")
+    found = [r for r in _service_records(_layout(options, environ), project, (service,)) if r.number == index]
+    if not found or found[0].observed_state() not in _LIVE:
+        raise ComposerError(f"service {service!r} has no running container number {index}")
+    for text in found[0].ports:
+        host, _, rest = text.partition("->")
+        if rest == f"{target}/{protocol}":
+            print(host)
+            return 0
+    raise ComposerError(f"no port {target}/{protocol} is published for {found[0].name}")
+
+
+def top(options: GlobalOptions, *, services: Sequence[str], cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer top`: the processes of each running container (from its cgroup), as `ps -ef` lists them."""
+    from composer.runtime.cgroups import Cgroup, CgroupError
+
+    project, _, _ = _load(options, cwd, environ, services)
+    hertz = os.sysconf("SC_CLK_TCK")
+    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    first = True
+    for record in _service_records(_layout(options, environ), project, services):
+        if record.observed_state() not in ("running", "paused"):
+            continue
+        try:
+            pids = Cgroup.load(record.id).pids()
+        except CgroupError:
+            continue
+        rows = []
+        for pid in pids:
+            info = _process_row(pid, hertz, boot)
+            if info is not None:
+                rows.append(info)
+        if not first:
+            print()
+        first = False
+        print(record.name)
+        _print_table(("UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"), rows)
+    return 0
+
+
+def _process_row(pid: int, hertz: int, boot: float) -> tuple[str, ...] | None:
+    import pwd
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    ppid, tty_nr = int(fields[1]), int(fields[4])
+    cpu = (int(fields[11]) + int(fields[12])) // hertz
+    started = boot + int(fields[19]) / hertz
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    command = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    if not command:
+        command = "[" + stat[stat.index(b"(") + 1 : stat.rindex(b")")].decode(errors="replace") + "]"
+    return (
+        user, str(pid), str(ppid), "0", time.strftime("%H:%M", time.localtime(started)),
+        "?" if tty_nr == 0 else "pts", f"{cpu // 3600:02d}:{cpu // 60 % 60:02d}:{cpu % 60:02d}", command,
+    )  # fmt: skip
+
+
+def images(options: GlobalOptions, *, services: Sequence[str], quiet: bool, fmt: str,
+           cwd: str, environ: Mapping[str, str]) -> int:  # fmt: skip
+    """`composer images`: the image each container of the project runs."""
+    from composer.app import human_size
+    from composer.image.store import ImageStore
+
+    project, _, _ = _load(options, cwd, environ, services)
+    layout = _layout(options, environ)
+    store = ImageStore(layout)
+    rows = []
+    for record in _service_records(layout, project, services):
+        image = store.resolve(record.image_id)
+        repository, _, tag = (image.tags[0] if image and image.tags else record.image).rpartition(":")
+        rows.append({
+            "ContainerName": record.name, "Repository": repository or record.image, "Tag": tag or "latest",
+            "ID": record.image_id, "Size": image.size if image else 0,
+        })  # fmt: skip
+    if quiet:
+        for item_id in dict.fromkeys(str(r["ID"]) for r in rows):
+            print(item_id.removeprefix("sha256:")[:12])
+    elif fmt == "json":
+        print(json.dumps(rows, separators=(",", ":")))
+    else:
+        _print_table(
+            ("CONTAINER", "REPOSITORY", "TAG", "IMAGE ID", "SIZE"),
+            [(str(r["ContainerName"]), str(r["Repository"]), str(r["Tag"]),
+              str(r["ID"]).removeprefix("sha256:")[:12], human_size(int(r["Size"]))) for r in rows],  # type: ignore[call-overload]
+        )  # fmt: skip
+    return 0
+
+
+def wait(options: GlobalOptions, *, services: Sequence[str], down_project: bool,
+         cwd: str, environ: Mapping[str, str]) -> int:  # fmt: skip
+    """`composer wait SERVICE...`: block until the services' containers stop; the first exit code."""
+    from composer.engine.records import RecordStore
+
+    project, _, _ = _load(options, cwd, environ, services)
+    layout = _layout(options, environ)
+    records = _service_records(layout, project, services)
+    if not records:
+        raise ComposerError(f"no container for {', '.join(services) or 'the project'}")
+    store = RecordStore(layout.containers)
+    code: int | None = None
+    pending = {r.id for r in records}
+    while pending:
+        for container_id in sorted(pending):
+            rec = store.load(container_id)
+            if rec is None or rec.observed_state() not in _LIVE:
+                pending.discard(container_id)
+                if code is None:
+                    code = (rec.observed_exit_code() if rec else 0) or 0
+        time.sleep(0.1)
+    if down_project:
+        from composer.options import DownArgs
+
+        down(options, DownArgs(), cwd=cwd, environ=environ)
+    return code or 0
+
+
+def events(options: GlobalOptions, *, services: Sequence[str], as_json: bool,
+           cwd: str, environ: Mapping[str, str]) -> int:  # fmt: skip
+    """`composer events`: container changes as they happen (create, start, die, health_status, destroy)."""
+    import trio
+
+    from composer.engine.control import Request
+
+    project, _, _ = _load(options, cwd, environ, services)
+    layout = _layout(options, environ)
+    last: dict[str, dict[str, Any]] = {}
+    ids = {r.name: r.id for r in _records(layout, project.name)}
+
+    def on_change(message: dict[str, Any]) -> None:
+        change = message.get("change")
+        if change is None or (services and change["service"] not in services):
+            return
+        before = last.get(change["name"])
+        last[change["name"]] = change
+        actions = _event_actions(before, change)
+        if not ids.get(change["name"]):
+            ids.update({r.name: r.id for r in _records(layout, project.name)})
+        for action in actions:
+            now = time.time()
+            attributes = {"name": change["name"], "image": "", "exitCode": change["exit_code"]}
+            if as_json:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+                item = {"time": stamp,
+                        "type": "container", "action": action, "id": ids.get(change["name"], ""),
+                        "service": change["service"], "attributes": attributes}  # fmt: skip
+                print(json.dumps(item), flush=True)
+            else:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+                print(
+                    f"{stamp} container {action} {ids.get(change['name'], '')} (name={change['name']})",
+                    flush=True,
+                )
+
+    async def main() -> int:
+        with contextlib.suppress(KeyboardInterrupt):
+            code, error = await _call(
+                layout, project.name, options, Request(op="watch", project=project), on_change
+            )
+            return _finish(code, error)
+        return 0
+
+    return trio.run(main)
+
+
+def _event_actions(before: dict[str, Any] | None, change: dict[str, Any]) -> list[str]:
+    """Docker's event actions for a change of state (first sight of a container emits nothing)."""
+    status = change["status"]
+    if before is None:
+        return ["create"] if status == "created" else []
+    old = before["status"]
+    out = []
+    if status is None:
+        return ["destroy"]
+    if status != old:
+        out.append({"running": "start" if old != "paused" else "unpause", "exited": "die",
+                    "paused": "pause", "restarting": "restart"}.get(status, status))  # fmt: skip
+    if change["health"] and change["health"] != before.get("health") and status == "running":
+        out.append(f"health_status: {change['health']}")
+    return out

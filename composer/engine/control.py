@@ -143,6 +143,9 @@ class _Server:
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await _send(stream, message)
 
+                if request.op == "watch":
+                    await self._until_gone(stream, self.watch(send))
+                    return
                 code, error = await self.dispatch(request, send)
                 await send({"result": code, "error": error})
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -153,12 +156,26 @@ class _Server:
             self.clients -= 1
             self._poke()
 
+    async def _until_gone(self, stream: trio.SocketStream, work: Awaitable[None]) -> None:
+        """Run `work` until the client closes its end (a watcher sends nothing more after its request)."""
+        async with trio.open_nursery() as nursery:
+
+            async def eof() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while await stream.receive_some(4096):
+                        pass
+                nursery.cancel_scope.cancel()
+
+            async def run() -> None:
+                await work
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(eof)
+            nursery.start_soon(run)
+
     async def dispatch(
         self, request: Request, send: Callable[[dict[str, Any]], Awaitable[None]]
     ) -> tuple[int, str | None]:
-        if request.op == "watch":
-            await self.watch(send)
-            return 0, None
         if request.op == "ping":
             return 0, None
         handler = getattr(self, f"op_{request.op}", None)
