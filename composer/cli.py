@@ -33,6 +33,7 @@ from composer.options import (
     ImageTagOptions,
     LogsArgs,
     PsArgs,
+    RunArgs,
     ServicesArgs,
     UpArgs,
 )
@@ -263,6 +264,23 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     services(events)
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    run = command("run", "run a one-off command in a new container of a service")
+    run.add_argument("--rm", dest="remove", action="store_true", help="remove the container when it exits")
+    run.add_argument("--no-deps", action="store_true", help="do not start the services it depends on")
+    run.add_argument("-d", "--detach", action="store_true", help="run in the background, print its name")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VAL", help="set a variable")
+    run.add_argument("--entrypoint", help="override the entrypoint")
+    run.add_argument("--name", help="the container's name")
+    run.add_argument("-u", "--user", help="run as this user")
+    run.add_argument("-w", "--workdir", help="working directory")
+    run.add_argument(
+        "-T", "--no-TTY", dest="no_tty", action="store_true", help="accepted (stdio is passed as is)"
+    )
+    run.add_argument("-P", "--service-ports", action="store_true", help="publish the service's ports")
+    run.add_argument("--build", action="store_true", help="build the image first")
+    run.add_argument("service", metavar="SERVICE")
+    run.add_argument("run_command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
     ls = command("ls", "list projects")
     ls.add_argument("-a", "--all", action="store_true", help="also stopped projects")
     ls.add_argument("-q", "--quiet", action="store_true", help="only names")
@@ -432,6 +450,12 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
                       user=args.user, workdir=args.workdir, env=tuple(args.env),
                       index=args.index)  # fmt: skip
         return lifecycle.exec_(options, ex, cwd=cwd, environ=environ)
+    if command == "run":
+        run = RunArgs(service=args.service, command=tuple(args.run_command), remove=args.remove,
+                      no_deps=args.no_deps, detach=args.detach, env=tuple(args.env),
+                      entrypoint=args.entrypoint, name=args.name, user=args.user, workdir=args.workdir,
+                      no_tty=args.no_tty, service_ports=args.service_ports, build=args.build)  # fmt: skip
+        return lifecycle.run(options, run, cwd=cwd, environ=environ)
     if command == "port":
         return lifecycle.port(options, service=args.service, private_port=args.private_port,
                               protocol=args.protocol, index=args.index, cwd=cwd, environ=environ)  # fmt: skip

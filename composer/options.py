@@ -173,3 +173,20 @@ class ExecArgs:
     workdir: str | None = None
     env: tuple[str, ...] = ()
     index: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunArgs:
+    service: str
+    command: tuple[str, ...] = ()
+    remove: bool = False
+    no_deps: bool = False
+    detach: bool = False
+    env: tuple[str, ...] = ()
+    entrypoint: str | None = None
+    name: str | None = None
+    user: str | None = None
+    workdir: str | None = None
+    no_tty: bool = False
+    service_ports: bool = False
+    build: bool = False

@@ -24,7 +24,16 @@ from composer.errors import ComposerError, UsageError
 if TYPE_CHECKING:
     from composer.engine.control import Request
     from composer.engine.records import ContainerRecord
-    from composer.options import DownArgs, ExecArgs, GlobalOptions, LogsArgs, PsArgs, ServicesArgs, UpArgs
+    from composer.options import (
+        DownArgs,
+        ExecArgs,
+        GlobalOptions,
+        LogsArgs,
+        PsArgs,
+        RunArgs,
+        ServicesArgs,
+        UpArgs,
+    )
     from composer.spec.model import Project
     from composer.storage.layout import Layout
 
@@ -122,7 +131,12 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 async def _call(
-    layout: Layout, project: str, options: GlobalOptions, request: Request, on_message: Any
+    layout: Layout,
+    project: str,
+    options: GlobalOptions,
+    request: Request,
+    on_message: Any,
+    fds: Sequence[int] = (),
 ) -> tuple[int, str | None]:
     import trio
 
@@ -131,7 +145,7 @@ async def _call(
     path = control.socket_path(layout.project_dir(project))
     for attempt in range(40):
         try:
-            return await control.call(path, request, on_message)
+            return await control.call(path, request, on_message, fds)
         except (FileNotFoundError, ConnectionRefusedError):
             if attempt == 0:
                 await trio.to_thread.run_sync(_spawn, layout, project, options)
@@ -1033,3 +1047,104 @@ def _event_actions(before: dict[str, Any] | None, change: dict[str, Any]) -> lis
     if change["health"] and change["health"] != before.get("health") and status == "running":
         out.append(f"health_status: {change['health']}")
     return out
+
+
+# --- run -------------------------------------------------------------------------------------------------
+
+
+def one_off_service(service: Any, args: RunArgs, environ: Mapping[str, str]) -> Any:
+    """The service as `run` starts it: its command, entrypoint, environment, user and working dir
+    replaced by the flags; no restart policy, no container_name, and no published ports unless
+    --service-ports (Compose's rules)."""
+    import dataclasses
+    import shlex
+
+    env = dict(service.environment)
+    for item in args.env:
+        key, eq, value = item.partition("=")
+        if eq:
+            env[key] = value
+        elif key in environ:
+            env[key] = environ[key]
+    changes: dict[str, Any] = {
+        "environment": tuple(env.items()),
+        "restart": "no",
+        "deploy": dataclasses.replace(service.deploy, restart_policy=None) if service.deploy else None,
+        "container_name": None,
+        "ports": service.ports if args.service_ports else (),
+    }
+    if args.command:
+        changes["command"] = tuple(args.command)
+    if args.entrypoint is not None:
+        changes["entrypoint"] = tuple(shlex.split(args.entrypoint))
+        if not args.command:
+            changes["command"] = ()
+    if args.user is not None:
+        changes["user"] = args.user
+    if args.workdir is not None:
+        changes["working_dir"] = args.workdir
+    return dataclasses.replace(service, **changes)
+
+
+def run(options: GlobalOptions, args: RunArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
+    """`composer run SERVICE [COMMAND...]`: a one-off container, with the terminal's stdio unless -d."""
+    import dataclasses
+
+    import trio
+
+    from composer.engine.control import Request
+    from composer.engine.plan import UpOptions
+
+    project, environment, _ = _load(options, cwd, environ, (args.service,))
+    layout = _layout(options, environ)
+    service = project.service(args.service)
+    if service.build is not None:
+        _build_missing(
+            options, project, environment, layout, environ, always=args.build, services=(args.service,)
+        )
+    adapted = one_off_service(service, args, environ)
+    run_project = dataclasses.replace(
+        project, services=tuple(adapted if s.name == args.service else s for s in project.services)
+    )
+    deps = tuple(d.service for d in service.depends_on if d.service in project.service_names())
+    progress = Progress(project)
+
+    async def main() -> int:
+        if deps and not args.no_deps:
+            up_request = Request(op="up", project=project, environ=environment, up=UpOptions(services=deps))
+            _finish(*await _call(layout, project.name, options, up_request, progress))
+        request = Request(op="run", project=run_project, environ=environment, services=(args.service,),
+                          name=args.name, detach=args.detach, remove=args.remove)  # fmt: skip
+        started: list[str] = []
+
+        def on_message(message: dict[str, Any]) -> None:
+            if "started" in message:
+                started.append(message["started"])
+            else:
+                progress(message)
+
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            result: tuple[int, str | None] | None = None
+            async with trio.open_nursery() as nursery:
+
+                async def call() -> None:
+                    nonlocal result
+                    fds = () if args.detach else (0, 1, 2)
+                    result = await _call(layout, project.name, options, request, on_message, fds=fds)
+                    nursery.cancel_scope.cancel()
+
+                async def interrupted() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()  # the connection closes: the supervisor stops it
+                        return
+
+                nursery.start_soon(call)
+                nursery.start_soon(interrupted)
+        if result is None:
+            return 130
+        code = _finish(*result)
+        if args.detach and started:
+            print(started[0])
+        return code
+
+    return trio.run(main)

@@ -14,13 +14,16 @@ runs or waits for a restart and no client is connected (`LINGER` after the last 
 
 from __future__ import annotations
 
+import array
 import contextlib
 import dataclasses
 import os
 import pickle
+import secrets
 import signal
+import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,14 +66,54 @@ class Request:
     volumes: bool = False  # down -v, rm -v
     remove_orphans: bool = False
     rmi: str | None = None
+    name: str | None = None  # run --name
+    detach: bool = False  # run -d
+    remove: bool = False  # run --rm
 
 
 # -- frames ------------------------------------------------------------------------------------------------
 
 
-async def _send(stream: trio.SocketStream, message: Any) -> None:
+async def _send(stream: trio.SocketStream, message: Any, fds: Sequence[int] = ()) -> None:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    await stream.send_all(_HEADER.pack(len(data)) + data)
+    frame = _HEADER.pack(len(data)) + data
+    if fds:  # the descriptors ride on the frame's first bytes (a `run` hands over its stdio)
+        rights = array.array("i", fds)
+        sent = await stream.socket.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+        frame = frame[sent:]
+    if frame:
+        await stream.send_all(frame)
+
+
+async def _receive_request(stream: trio.SocketStream) -> tuple[Any, list[int]]:
+    """The first frame of a connection, with the descriptors sent along with it."""
+    fds: list[int] = []
+    data, ancillary, _flags, _addr = await stream.socket.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+            fds += list(received)
+    try:
+        if len(data) < _HEADER.size:
+            more = await _receive_exactly(stream, _HEADER.size - len(data))
+            if more is None:
+                return None, fds
+            data += more
+        (size,) = _HEADER.unpack(data[: _HEADER.size])
+        if size > _MAX_FRAME:
+            raise ComposerError(f"control socket: frame of {size} bytes refused")
+        body = data[_HEADER.size :]
+        if len(body) < size:
+            more = await _receive_exactly(stream, size - len(body))
+            if more is None:
+                return None, fds
+            body += more
+        return pickle.loads(body), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes | None:
@@ -100,12 +143,13 @@ async def _receive(stream: trio.SocketStream) -> Any:
 
 
 async def call(
-    path: Path, request: Request, on_message: Callable[[dict[str, Any]], None]
+    path: Path, request: Request, on_message: Callable[[dict[str, Any]], None], fds: Sequence[int] = ()
 ) -> tuple[int, str | None]:
-    """Send `request`; hand every message to `on_message`; return (exit code, error)."""
+    """Send `request` (with `fds`, for `run`); hand every message to `on_message`; return (exit code,
+    error). Cancelling the call closes the connection: a `run` or `watch` then ends on the other side."""
     stream = await trio.open_unix_socket(str(path))
     async with stream:
-        await _send(stream, request)
+        await _send(stream, request, fds)
         while True:
             message = await _receive(stream)
             if message is None:
@@ -135,8 +179,10 @@ class _Server:
         self._poke()
         try:
             async with stream:
-                request = await _receive(stream)
+                request, fds = await _receive_request(stream)
                 if not isinstance(request, Request):
+                    for fd in fds:
+                        os.close(fd)
                     return
 
                 async def send(message: dict[str, Any]) -> None:
@@ -146,6 +192,11 @@ class _Server:
                 if request.op == "watch":
                     await self._until_gone(stream, self.watch(send))
                     return
+                if request.op == "run":
+                    await self._until_gone(stream, self.run_one_off(request, fds, send))
+                    return
+                for fd in fds:
+                    os.close(fd)
                 code, error = await self.dispatch(request, send)
                 await send({"result": code, "error": error})
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -231,6 +282,68 @@ class _Server:
                 await send({"change": _change(change)})
         finally:
             unsubscribe()
+
+    async def run_one_off(
+        self, request: Request, fds: list[int], send: Callable[[dict[str, Any]], Awaitable[None]]
+    ) -> None:
+        """`run`: a one-off container of the request's (already adapted) service. In the foreground it
+        gets the client's descriptors as stdio and lives as long as the client's connection: a client
+        that goes stops it (then removes it with --rm)."""
+        sup = self.supervisor
+        unit: Unit | None = None
+        self.busy += 1
+        try:
+            try:
+                unit = await self._create_one_off(request, fds)
+            except ComposerError as exc:
+                await send({"result": 1, "error": one_line(str(exc))})
+                return
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            await send({"started": unit.record.name, "id": unit.record.id})
+            if request.detach:
+                await send({"result": 0, "error": None})
+                return
+            status = await sup.wait(unit)
+            await send({"result": status.code if status else 0, "error": None})
+        finally:
+            with trio.CancelScope(shield=True):
+                if unit is not None and not request.detach:
+                    if unit.record.state in ("running", "paused", "restarting"):
+                        await self._stop_one(unit, request.timeout, lambda _message: None)
+                    if request.remove and unit.record.id in sup.units:
+                        await sup.remove(unit, volumes=True)
+                self.busy -= 1
+                self._poke()
+
+    async def _create_one_off(self, request: Request, fds: list[int]) -> Unit:
+        from composer.runtime.spec import Stdio
+
+        sup = self.supervisor
+        project = _need_project(request)
+        service = project.service(request.services[0])
+        async with sup.lock:
+            taken = [u.record.number for u in sup.units.values()
+                     if u.record.one_off and u.record.service == service.name]  # fmt: skip
+            name = request.name or f"{project.name}-{service.name}-run-{secrets.token_hex(6)}"
+            if sup.unit(name) is not None:
+                raise ComposerError(f"a container named {name} already exists")
+            number = max(taken, default=0) + 1
+            record, launch = await trio.to_thread.run_sync(
+                lambda: sup.prepare(project, service, number, name, request.environ, None, one_off=True)
+            )
+            unit = sup.register(record, launch)
+            if len(fds) == 3 and not request.detach:
+                unit.stdio = Stdio(stdin=fds[0], stdout=fds[1], stderr=fds[2])
+                unit.record.log_path = None
+            try:
+                await sup.start(unit)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await sup.remove(unit, volumes=True)
+                raise
+        return unit
 
     # -- operations ------------------------------------------------------------------------------------
 

@@ -112,6 +112,7 @@ class Unit:
     supervision: Supervision | None = None
     health: HealthMonitor | None = None
     held_ports: HeldPorts | None = None
+    stdio: Stdio | None = None  # `run` in the foreground: the client's own descriptors, no log file
     generation: int = 0
     last_exit: ExitStatus | None = None
     changed: trio.Event = field(default_factory=trio.Event)
@@ -294,9 +295,11 @@ class Supervisor:
         name: str,
         environ: Mapping[str, str],
         replaces: Unit | None,
+        *,
+        one_off: bool = False,
     ) -> tuple[ContainerRecord, Launch]:
         """The container's folder, volumes, files, record and launch spec (sync: run it in a thread).
-        All or nothing: a failure releases what it took and removes the folder."""
+        All or nothing: a failure releases what it took and removes the folder. `one_off`: a `run`."""
         image = self.images.resolve(service.image_name)
         if image is None:
             raise SupervisorError(
@@ -308,7 +311,9 @@ class Supervisor:
         folder.mkdir(parents=True)
         taken: list[str] = []
         try:
-            return self._prepare(project, service, number, name, environ, replaces, image, cid, folder, taken)
+            return self._prepare(
+                project, service, number, name, environ, replaces, image, cid, folder, taken, one_off
+            )
         except BaseException:
             for volume in taken:
                 with contextlib.suppress(Exception):
@@ -328,6 +333,7 @@ class Supervisor:
         cid: str,
         folder: Path,
         taken: list[str],
+        one_off: bool,
     ) -> tuple[ContainerRecord, Launch]:
         layers = self.images.layer_dirs(image)
         sources: dict[str, Path] = {}
@@ -432,6 +438,7 @@ class Supervisor:
             volume_sources=sources,
             secret_files=written.secrets,
             config_files=written.configs,
+            one_off=one_off,
         )
         for warning in translated.warnings:
             logger().warning(warning)
@@ -448,6 +455,7 @@ class Supervisor:
             image_id=image.id,
             config_hash=labels.get("com.docker.compose.config-hash", ""),
             labels=labels,
+            one_off=one_off,
             command=" ".join(spec.argv),
             stop_signal=translated.stop_signal,
             stop_grace=translated.stop_grace,
@@ -560,10 +568,11 @@ class Supervisor:
         folder = self.layout.container_dir(record.id)
         fifos: list[int] = []
         cgroup: Cgroup | None = None
+        scope = _Scopes()
         try:
             reads: dict[str, int] = {}
             writes: dict[str, int] = {}
-            if not launch.spec.tty:
+            if not launch.spec.tty and unit.stdio is None:
                 for stream in ("stdout", "stderr"):
                     path = folder / f"{stream}.fifo"
                     with contextlib.suppress(FileExistsError):
@@ -575,12 +584,11 @@ class Supervisor:
                         fifos.append(writes[stream])
             if adopted is None:
                 cgroup = Cgroup.create(record.id, launch.resources)
-                spec = dataclasses.replace(
-                    launch.spec,
-                    stdio=Stdio(stdout=writes.get("stdout"), stderr=writes.get("stderr")),
-                    cgroup=cgroup,
+                stdio = unit.stdio or Stdio(stdout=writes.get("stdout"), stderr=writes.get("stderr"))
+                spec = dataclasses.replace(launch.spec, stdio=stdio, cgroup=cgroup)
+                container = await self.runtime.start(
+                    spec, before_go=lambda pid: self._attach(unit, pid, scope)
                 )
-                container = await self.runtime.start(spec, before_go=lambda pid: self._attach(unit, pid))
                 for stream in ("stdout", "stderr"):
                     if stream in writes:
                         os.close(writes[stream])
@@ -589,8 +597,9 @@ class Supervisor:
                 container = adopted
                 with contextlib.suppress(CgroupError):
                     cgroup = Cgroup.load(record.id)
-                await self._attach_known(unit, container.pid)
+                await self._attach_known(unit, container.pid, scope)
         except BaseException:
+            scope.cancel()
             for fd in fifos:
                 os.close(fd)
             raise
@@ -603,7 +612,7 @@ class Supervisor:
         if adopted is None:
             record.started_at = time.time()
         self._changed(unit)
-        handle = _RunHandle(self, unit, container, cgroup, reads)
+        handle = _RunHandle(self, unit, container, cgroup, reads, scope)
         try:
             await self.nursery.start(handle.beside)
         except BaseException:
@@ -631,7 +640,9 @@ class Supervisor:
         self._changed(unit)
         logger().info("container.exited", container=record.name, code=status.code)
 
-    async def _attach(self, unit: Unit, pid: int) -> None:
+    async def _attach(self, unit: Unit, pid: int, scope: _Scopes) -> None:
+        """Before the process may go on: its veths, /etc/hosts with its addresses, its DNS server (so
+        that a lookup as the very first thing it does is answered, as in Docker)."""
         if not unit.launch.networks:
             return
         pairs = [(await self.network_handle(config), net) for config, net in unit.launch.networks]
@@ -645,12 +656,26 @@ class Supervisor:
             extra_hosts=unit.launch.extra_hosts,
         )  # fmt: skip
         rewrite_in_place(self.layout.container_dir(unit.record.id) / "hosts", text)
+        await self.nursery.start(self._serve_dns, unit, pid, scope)
 
-    async def _attach_known(self, unit: Unit, pid: int) -> None:
-        """An adopted container's veths are there: only the name tables need its addresses again."""
+    async def _serve_dns(
+        self, unit: Unit, pid: int, scope: _Scopes, *, task_status: trio.TaskStatus[Any]
+    ) -> None:
+        """The run's DNS server, in the supervisor's nursery, until the run's `scope` is cancelled."""
+        netns = f"/proc/{pid}/ns/net"
+        view = self.tables.view(unit.record.networks)
+        upstreams = upstreams_for(_read_text(HOST_RESOLV_CONF), dns=unit.launch.dns, container_netns=netns)
+        with scope.new():
+            await serve_dns(netns, view, upstreams, task_status=task_status)
+
+    async def _attach_known(self, unit: Unit, pid: int, scope: _Scopes) -> None:
+        """An adopted container's veths are there: the name tables need its addresses again, and its
+        netns a DNS server."""
         for config, _ in unit.launch.networks:
             await self.network_handle(config)
         self._publish_names(unit)
+        if unit.record.networks:
+            await self.nursery.start(self._serve_dns, unit, pid, scope)
 
     def _publish_names(self, unit: Unit) -> None:
         for network, address in unit.record.networks.items():
@@ -756,6 +781,26 @@ def _volume_labels(project: Project, key: str) -> dict[str, str]:
 # -- one run ---------------------------------------------------------------------------------------------
 
 
+class _Scopes:
+    """The cancel scopes of one run's tasks (its DNS server, the tasks beside it): `cancel` ends all."""
+
+    def __init__(self) -> None:
+        self.scopes: list[trio.CancelScope] = []
+        self.cancelled = False
+
+    def new(self) -> trio.CancelScope:
+        scope = trio.CancelScope()
+        if self.cancelled:
+            scope.cancel()
+        self.scopes.append(scope)
+        return scope
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for scope in self.scopes:
+            scope.cancel()
+
+
 class _UnitProbe:
     """The healthcheck's probe, run in whatever run of the container is current."""
 
@@ -791,13 +836,14 @@ class _RunHandle:
         container: Container,
         cgroup: Cgroup | None,
         reads: dict[str, int],
+        scope: _Scopes,
     ) -> None:
         self.supervisor = supervisor
         self.unit = unit
         self.container = container
         self.cgroup = cgroup
         self.reads = reads
-        self.scope = trio.CancelScope()
+        self.scope = scope
         self.pumps_done = trio.Event()
         self.finished = trio.Event()
         self._status: ExitStatus | None = None
@@ -806,20 +852,13 @@ class _RunHandle:
         self.container.signal(sig)
 
     async def beside(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        unit, sup = self.unit, self.supervisor
+        unit = self.unit
         record = unit.record
         writer = LogWriter(Path(record.log_path), unit.launch.logging) if record.log_path else None
         try:
-            with self.scope:
+            with self.scope.new():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pumps, writer)
-                    netns = f"/proc/{self.container.pid}/ns/net"
-                    if record.networks:
-                        view = sup.tables.view(record.networks)
-                        upstreams = upstreams_for(
-                            _read_text(HOST_RESOLV_CONF), dns=unit.launch.dns, container_netns=netns
-                        )
-                        await nursery.start(serve_dns, netns, view, upstreams)
                     if unit.launch.ports and record.networks:
                         await nursery.start(self._ports)
                     if unit.health is not None:

@@ -475,6 +475,34 @@ def test_containers_that_exit_at_once(compose: Compose) -> None:
     assert "fails-1 exited with code 2\n" in attached.out, str(attached)
 
 
+def test_up_wait_returns_once_healthy_and_fails_on_a_timeout(compose: Compose) -> None:
+    compose.write("""
+        services:
+          db:
+            image: IMAGE
+            command: ["sh", "-c", "sleep 0.5; touch /tmp/ready; exec sleep 1000"]
+            healthcheck:
+              test: ["CMD", "test", "-f", "/tmp/ready"]
+              interval: 200ms
+              retries: 50
+          never:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            healthcheck:
+              test: ["CMD", "false"]
+              interval: 200ms
+              retries: 1000
+    """)
+    compose.ok("up", "--wait", "db")  # --wait implies -d
+    assert compose.must("db")["health"] == "healthy"
+    assert compose.record("never") is None  # not asked for
+
+    late = compose.run("up", "--wait", "--wait-timeout", "1", "never")
+    assert late.code != 0, str(late)
+    assert "not healthy" in late.err, str(late)
+    assert compose.must("never")["state"] == "running"  # --wait does not stop what it waited for
+
+
 # --- logs ---------------------------------------------------------------------------------------------------
 
 
