@@ -177,7 +177,39 @@ def _load(
     for name in services:
         if name not in known:
             raise UsageError(f"no such service: {name}")
-    return project, dict(loaded.environment), tuple(getattr(loaded, "files", ()) or ())
+    return project, dict(loaded.environment), loaded.files
+
+
+def _load_or_state(
+    options: GlobalOptions, cwd: str, environ: Mapping[str, str], services: Sequence[str] = ()
+) -> tuple[Project, dict[str, str], tuple[str, ...]]:
+    """The project from its files or, with no file but a project name (`-p NAME down`, as Compose
+    allows), from what its containers recorded."""
+    from composer.errors import ConfigFileNotFound
+
+    try:
+        return _load(options, cwd, environ, services)
+    except ConfigFileNotFound:
+        name = options.project_name or environ.get("COMPOSE_PROJECT_NAME")
+        if not name or options.files:
+            raise
+    return _project_from_state(_layout(options, environ), name), {}, ()
+
+
+def _project_from_state(layout: Layout, name: str) -> Project:
+    from composer.spec.model import Network, Project, Service, Volume
+
+    records = _records(layout, name)
+    services = {r.service: r.image for r in records}
+    networks = sorted({n for r in records for n in r.networks})
+    volumes = sorted({v for r in records for v in r.named_volumes})
+    return Project(
+        name=name,
+        working_dir=records[0].labels.get("com.docker.compose.project.working_dir", "/") if records else "/",
+        services=tuple(Service(name=s, image=i, image_name=i) for s, i in sorted(services.items())),
+        networks=tuple(Network(key=n, name=n) for n in networks),
+        volumes=tuple(Volume(key=v, name=v) for v in volumes),
+    )
 
 
 def _records(layout: Layout, project: str) -> list[ContainerRecord]:
@@ -282,7 +314,6 @@ def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, 
         remove_orphans=args.remove_orphans, scale=_scale(args.scale), build=args.build,
         no_build=args.no_build, start=not args.no_start,
     )  # fmt: skip
-    _ = files
     if not args.no_build and not args.dry_run:
         _build_missing(
             options, project, environment, layout, environ, always=args.build, services=args.services
@@ -293,7 +324,7 @@ def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, 
 
     request = Request(
         op="up", project=project, environ=environment, up=up_options, timeout=args.timeout,
-        wait=args.wait, wait_timeout=args.wait_timeout,
+        wait=args.wait, wait_timeout=args.wait_timeout, compose_files=files,
     )  # fmt: skip
     import trio
 
@@ -479,7 +510,7 @@ def down(options: GlobalOptions, args: DownArgs, *, cwd: str, environ: Mapping[s
 
     if args.rmi not in (None, "all", "local"):
         raise UsageError(f"--rmi {args.rmi!r}: expected 'all' or 'local'")
-    project, environment, _ = _load(options, cwd, environ)
+    project, environment, _ = _load_or_state(options, cwd, environ)
     layout = _layout(options, environ)
     if args.dry_run:
         from composer.engine.plan import plan_down
@@ -488,6 +519,9 @@ def down(options: GlobalOptions, args: DownArgs, *, cwd: str, environ: Mapping[s
         observed = observe(project.name, _records(layout, project.name), [], [])
         print(plan_down(project, observed, remove_volumes=args.volumes, remove_orphans=args.remove_orphans,
                         rmi=args.rmi).text())  # type: ignore[arg-type]  # fmt: skip
+        return 0
+    if not _records(layout, project.name) and not project.services:
+        print(f'Warning: No resource found to remove for project "{project.name}".', file=sys.stderr)
         return 0
     request = Request(op="down", project=project, environ=environment, volumes=args.volumes,
                       remove_orphans=args.remove_orphans, rmi=args.rmi, timeout=args.timeout)  # fmt: skip
@@ -510,7 +544,7 @@ def services_command(
     from composer.engine.control import Request
     from composer.engine.translate import parse_signal
 
-    project, environment, _ = _load(options, cwd, environ, args.services)
+    project, environment, _ = _load_or_state(options, cwd, environ, args.services)
     layout = _layout(options, environ)
     sig = parse_signal(args.signal, field="--signal") if args.command == "kill" else int(signal.SIGKILL)
     op = args.command
@@ -602,7 +636,7 @@ def _ps_json(record: ContainerRecord, project: str, now: float) -> dict[str, Any
 
 def ps(options: GlobalOptions, args: PsArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
     """`composer ps`: the project's containers from the state files (running ones; -a: all)."""
-    project, _, _ = _load(options, cwd, environ, args.services)
+    project, _, _ = _load_or_state(options, cwd, environ, args.services)
     layout = _layout(options, environ)
     now = time.time()
     records = [r for r in _records(layout, project.name) if not r.one_off]
@@ -647,7 +681,7 @@ def logs(options: GlobalOptions, args: LogsArgs, *, cwd: str, environ: Mapping[s
 
     from composer.engine.logs import read_logs
 
-    project, _, _ = _load(options, cwd, environ, args.services)
+    project, _, _ = _load_or_state(options, cwd, environ, args.services)
     layout = _layout(options, environ)
     tail: int | None = None
     if args.tail != "all":
@@ -875,7 +909,7 @@ def top(options: GlobalOptions, *, services: Sequence[str], cwd: str, environ: M
     """`composer top`: the processes of each running container (from its cgroup), as `ps -ef` lists them."""
     from composer.runtime.cgroups import Cgroup, CgroupError
 
-    project, _, _ = _load(options, cwd, environ, services)
+    project, _, _ = _load_or_state(options, cwd, environ, services)
     hertz = os.sysconf("SC_CLK_TCK")
     boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
     first = True
@@ -931,7 +965,7 @@ def images(options: GlobalOptions, *, services: Sequence[str], quiet: bool, fmt:
     from composer.app import human_size
     from composer.image.store import ImageStore
 
-    project, _, _ = _load(options, cwd, environ, services)
+    project, _, _ = _load_or_state(options, cwd, environ, services)
     layout = _layout(options, environ)
     store = ImageStore(layout)
     rows = []
@@ -961,7 +995,7 @@ def wait(options: GlobalOptions, *, services: Sequence[str], down_project: bool,
     """`composer wait SERVICE...`: block until the services' containers stop; the first exit code."""
     from composer.engine.records import RecordStore
 
-    project, _, _ = _load(options, cwd, environ, services)
+    project, _, _ = _load_or_state(options, cwd, environ, services)
     layout = _layout(options, environ)
     records = _service_records(layout, project, services)
     if not records:
@@ -991,7 +1025,7 @@ def events(options: GlobalOptions, *, services: Sequence[str], as_json: bool,
 
     from composer.engine.control import Request
 
-    project, _, _ = _load(options, cwd, environ, services)
+    project, _, _ = _load_or_state(options, cwd, environ, services)
     layout = _layout(options, environ)
     last: dict[str, dict[str, Any]] = {}
     ids = {r.name: r.id for r in _records(layout, project.name)}
@@ -1095,7 +1129,7 @@ def run(options: GlobalOptions, args: RunArgs, *, cwd: str, environ: Mapping[str
     from composer.engine.control import Request
     from composer.engine.plan import UpOptions
 
-    project, environment, _ = _load(options, cwd, environ, (args.service,))
+    project, environment, files = _load(options, cwd, environ, (args.service,))
     layout = _layout(options, environ)
     service = project.service(args.service)
     if service.build is not None:
@@ -1114,7 +1148,8 @@ def run(options: GlobalOptions, args: RunArgs, *, cwd: str, environ: Mapping[str
             up_request = Request(op="up", project=project, environ=environment, up=UpOptions(services=deps))
             _finish(*await _call(layout, project.name, options, up_request, progress))
         request = Request(op="run", project=run_project, environ=environment, services=(args.service,),
-                          name=args.name, detach=args.detach, remove=args.remove)  # fmt: skip
+                          name=args.name, detach=args.detach, remove=args.remove,
+                          compose_files=files)  # fmt: skip
         started: list[str] = []
 
         def on_message(message: dict[str, Any]) -> None:

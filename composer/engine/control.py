@@ -69,6 +69,7 @@ class Request:
     name: str | None = None  # run --name
     detach: bool = False  # run -d
     remove: bool = False  # run --rm
+    compose_files: tuple[str, ...] = ()  # for the com.docker.compose.project.config_files label
 
 
 # -- frames ------------------------------------------------------------------------------------------------
@@ -331,7 +332,16 @@ class _Server:
                 raise ComposerError(f"a container named {name} already exists")
             number = max(taken, default=0) + 1
             record, launch = await trio.to_thread.run_sync(
-                lambda: sup.prepare(project, service, number, name, request.environ, None, one_off=True)
+                lambda: sup.prepare(
+                    project,
+                    service,
+                    number,
+                    name,
+                    request.environ,
+                    None,
+                    one_off=True,
+                    compose_files=request.compose_files,
+                )
             )
             unit = sup.register(record, launch)
             if len(fds) == 3 and not request.detach:
@@ -369,7 +379,7 @@ class _Server:
         project = _need_project(request)
         plan = plan_up(project, self._observe(project), images=self._images(project), options=request.up)
         _warnings(plan, emit)
-        backends = self.supervisor.backends(project, request.environ)
+        backends = self.supervisor.backends(project, request.environ, request.compose_files)
         await execute_up(plan, backends, project=project, on_event=_events(emit), timeout=request.timeout)
         if request.wait:
             await self._wait_ready(project, request, emit)

@@ -268,12 +268,14 @@ class Supervisor:
         found = [u for u in self.units.values() if u.record.service == service and not u.record.one_off]
         return sorted(found, key=lambda u: u.record.number)
 
-    def backends(self, project: Project, environ: Mapping[str, str]) -> Backends:
+    def backends(
+        self, project: Project, environ: Mapping[str, str], compose_files: Sequence[str] = ()
+    ) -> Backends:
         return Backends(
             images=_Images(self),
             networks=_Networks(self, project),
             volumes=_Volumes(self, project),
-            containers=_Containers(self, project, environ),
+            containers=_Containers(self, project, environ, compose_files),
         )
 
     # -- networks --------------------------------------------------------------------------------------
@@ -297,6 +299,7 @@ class Supervisor:
         replaces: Unit | None,
         *,
         one_off: bool = False,
+        compose_files: Sequence[str] = (),
     ) -> tuple[ContainerRecord, Launch]:
         """The container's folder, volumes, files, record and launch spec (sync: run it in a thread).
         All or nothing: a failure releases what it took and removes the folder. `one_off`: a `run`."""
@@ -312,8 +315,9 @@ class Supervisor:
         taken: list[str] = []
         try:
             return self._prepare(
-                project, service, number, name, environ, replaces, image, cid, folder, taken, one_off
-            )
+                project, service, number, name, environ, replaces, image, cid, folder, taken, one_off,
+                compose_files,
+            )  # fmt: skip
         except BaseException:
             for volume in taken:
                 with contextlib.suppress(Exception):
@@ -334,6 +338,7 @@ class Supervisor:
         folder: Path,
         taken: list[str],
         one_off: bool,
+        compose_files: Sequence[str],
     ) -> tuple[ContainerRecord, Launch]:
         layers = self.images.layer_dirs(image)
         sources: dict[str, Path] = {}
@@ -439,6 +444,7 @@ class Supervisor:
             secret_files=written.secrets,
             config_files=written.configs,
             one_off=one_off,
+            compose_files=compose_files,
         )
         for warning in translated.warnings:
             logger().warning(warning)
@@ -982,10 +988,17 @@ class _Volumes:
 
 
 class _Containers:
-    def __init__(self, supervisor: Supervisor, project: Project, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        project: Project,
+        environ: Mapping[str, str],
+        compose_files: Sequence[str],
+    ) -> None:
         self.supervisor = supervisor
         self.project = project
         self.environ = environ
+        self.compose_files = compose_files
 
     def states(self) -> Sequence[ContainerChange]:
         return self.supervisor.states()
@@ -1009,7 +1022,9 @@ class _Containers:
         old = self.supervisor.units.get(replaces.id) if replaces is not None else None
         sup = self.supervisor
         record, launch = await trio.to_thread.run_sync(
-            lambda: sup.prepare(self.project, service, number, name, self.environ, old)
+            lambda: sup.prepare(
+                self.project, service, number, name, self.environ, old, compose_files=self.compose_files
+            )
         )
         return sup.register(record, launch).ref
 
