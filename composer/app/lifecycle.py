@@ -729,6 +729,8 @@ def logs(options: GlobalOptions, args: LogsArgs, *, cwd: str, environ: Mapping[s
 
 def exec_(options: GlobalOptions, args: ExecArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
     """`composer exec SERVICE COMMAND...`: run a command in a running container of the service."""
+    import dataclasses
+
     from composer.runtime.forkserver import ForkServer
 
     project, _, _ = _load(options, cwd, environ, (args.service,))
@@ -744,7 +746,8 @@ def exec_(options: GlobalOptions, args: ExecArgs, *, cwd: str, environ: Mapping[
 
     launch = RecordStore(layout.containers).load_launch(record.id)
     spec = getattr(launch, "spec", None)
-    if spec is None or record.pid is None:
+    pid = record.pid
+    if spec is None or pid is None:
         raise ComposerError(f"container {record.name}: its launch spec is missing")
     tty = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty()
     forkserver = ForkServer.start()
@@ -757,7 +760,12 @@ def exec_(options: GlobalOptions, args: ExecArgs, *, cwd: str, environ: Mapping[
         runtime = Runtime(layout, forkserver)
 
         async def main() -> int:
-            container = runtime.adopt(spec, record.pid)  # type: ignore[arg-type]
+            from composer.runtime.cgroups import Cgroup, CgroupError
+
+            container_spec = spec
+            with contextlib.suppress(CgroupError):  # the command joins the container's cgroup, as in Docker
+                container_spec = dataclasses.replace(spec, cgroup=Cgroup.load(record.id))
+            container = runtime.adopt(container_spec, pid)
             try:
                 if tty:
                     return await _exec_tty(runtime, container, args)

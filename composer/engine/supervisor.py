@@ -603,6 +603,8 @@ class Supervisor:
                 container = adopted
                 with contextlib.suppress(CgroupError):
                     cgroup = Cgroup.load(record.id)
+                if cgroup is not None and container.spec is not None:
+                    container.spec = dataclasses.replace(container.spec, cgroup=cgroup)  # probes join it
                 await self._attach_known(unit, container.pid, scope)
         except BaseException:
             scope.cancel()
