@@ -46,6 +46,7 @@ def logger(**context: Any) -> Any:
         if _settings["fmt"] == "json":
             processors += [
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
                 structlog.processors.JSONRenderer(),
             ]
         else:

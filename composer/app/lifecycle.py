@@ -245,6 +245,8 @@ class Progress:
 
     def kind(self, event: dict[str, Any]) -> str:
         name = event.get("container") or ""
+        if event.get("action") in ("build", "pull"):
+            return "Image"
         if event.get("service") is None:
             if name in self.networks:
                 return "Network"
@@ -295,6 +297,8 @@ def _scale(items: Sequence[str]) -> dict[str, int]:
 
 def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
     """`composer up`: create and start the project's containers; attached, follow their output."""
+    import dataclasses
+
     from composer.engine.plan import UpOptions
 
     if args.detach and (
@@ -318,6 +322,7 @@ def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, 
         _build_missing(
             options, project, environment, layout, environ, always=args.build, services=args.services
         )
+        up_options = dataclasses.replace(up_options, build=False)  # built here: the plan compares image ids
     if args.dry_run:
         return _print_plan(layout, project, up_options)
     from composer.engine.control import Request

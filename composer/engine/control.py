@@ -17,6 +17,7 @@ from __future__ import annotations
 import array
 import contextlib
 import dataclasses
+import math
 import os
 import pickle
 import secrets
@@ -186,9 +187,12 @@ class _Server:
                         os.close(fd)
                     return
 
+                lock = trio.Lock()
+
                 async def send(message: dict[str, Any]) -> None:
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await _send(stream, message)
+                    async with lock:  # a frame is never interleaved with another
+                        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                            await _send(stream, message)
 
                 if request.op == "watch":
                     await self._until_gone(stream, self.watch(send))
@@ -233,35 +237,30 @@ class _Server:
         handler = getattr(self, f"op_{request.op}", None)
         if handler is None:
             return 1, f"unknown request {request.op!r}"
-        queue: list[dict[str, Any]] = []
-        wake = trio.Event()
+        # one sender: the handler's messages go through a channel to one forwarding task, drained to
+        # the end before the result is sent
+        sender, receiver = trio.open_memory_channel[dict[str, Any]](math.inf)
 
         def emit(message: dict[str, Any]) -> None:
-            queue.append(message)
-            wake.set()
+            with contextlib.suppress(trio.ClosedResourceError):
+                sender.send_nowait(message)
 
-        async def forward(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            nonlocal wake
-            task_status.started()
-            while True:
-                await wake.wait()
-                wake = trio.Event()
-                while queue:
-                    await send(queue.pop(0))
+        async def forward() -> None:
+            async for message in receiver:
+                await send(message)
 
         async with self.supervisor.lock:
             self.busy += 1
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(forward)
+                    nursery.start_soon(forward)
                     try:
                         code = await handler(request, emit)
                         error = None
                     except* ComposerError as group:
                         code, error = 1, "; ".join(one_line(str(e)) for e in _leaves(group))
-                    while queue:
-                        await send(queue.pop(0))
-                    nursery.cancel_scope.cancel()
+                    finally:
+                        sender.close()
                 return code, error
             finally:
                 self.busy -= 1

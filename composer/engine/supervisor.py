@@ -62,6 +62,7 @@ from composer.network.dns import Endpoint, NameTables, serve_dns, upstreams_for
 from composer.network.hosts import hosts_file, resolv_conf, rewrite_in_place
 from composer.network.manager import NetworkConfig, NetworkHandle, NetworkManager
 from composer.network.ports import ContainerPorts, HeldPorts, PortPublisher, reserve
+from composer.runtime import libc
 from composer.runtime.cgroups import Cgroup, CgroupError, Resources
 from composer.runtime.launch import AdoptedContainer, Container, ExitStatus, Runtime
 from composer.runtime.spec import ContainerSpec, Network, Stdio
@@ -158,7 +159,7 @@ class Supervisor:
         self.project = project
         self.records = RecordStore(layout.containers)
         self.images = ImageStore(layout)
-        self.volumes = VolumeStore(layout)
+        self.volumes = VolumeStore(layout, mounter=libc)  # driver_opts volumes are mounted
         self.networks = networks or NetworkManager(layout.root)
         self.publisher = publisher or PortPublisher()
         self.tables = NameTables()
@@ -583,6 +584,9 @@ class Supervisor:
                     path = folder / f"{stream}.fifo"
                     with contextlib.suppress(FileExistsError):
                         os.mkfifo(path, 0o600)
+                        # writable by any user: a server that drops privileges and then opens
+                        # /dev/stderr (lighttpd's errorlog) reopens this FIFO through /proc/self/fd
+                        os.chmod(path, 0o622)
                     reads[stream] = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
                     fifos.append(reads[stream])
                     if adopted is None:
