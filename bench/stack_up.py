@@ -49,7 +49,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1, 10, 50, 100)
 IMAGE = "composer-bench-busybox:latest"
 BUSYBOX = Path("/bin/busybox")
@@ -493,8 +492,9 @@ def _ms(values: list[float], how: Callable[[list[float]], float]) -> str:
 
 def _failures(label: str, failures: list[str], attempts: int) -> list[str]:
     counted: dict[str, int] = {}
-    for text in failures:
-        counted[text.split(": ", 1)[-1]] = counted.get(text.split(": ", 1)[-1], 0) + 1
+    for text in failures:  # keyed by the last line of composer's output (the error, not the progress)
+        key = text.split(" | ")[-1] if " | " in text else text
+        counted[key] = counted.get(key, 0) + 1
     return [f"{label}: {count} of {attempts} round(s) failed: {text}" for text, count in counted.items()]
 
 
@@ -653,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except CommandFailed as exc:  # the image build or the warm-up
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         with no_interrupts():
             problems = bench.cleanup()
