@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -401,79 +402,94 @@ async def _attached(
     from composer.engine.control import Request
     from composer.engine.logs import read_logs
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        code, error = await _call(layout, project.name, options, request, progress)
-        _finish(code, error)
-        chosen = set(args.services) or set(project.service_names())
-        if args.attach:
-            chosen = set(args.attach)
-        chosen -= set(args.no_attach)
-        chosen -= {s.name for s in project.services if s.attach is False and s.name not in args.attach}
-        records = [r for r in _records(layout, project.name) if not r.one_off and r.service in chosen]
-        labels = [(r.name.removeprefix(f"{project.name}-"), Path(r.log_path) if r.log_path else None)
-                  for r in records]  # fmt: skip
-        print(f"Attaching to {', '.join(label for label, _ in labels)}", file=sys.stderr, flush=True)
-        names = {r.name for r in records}
-        states: dict[str, dict[str, Any]] = {}
-        exit_code = 0
-        done = trio.Event()
-        abort = trio.Event()
-        color = not args.no_color and sys.stdout.isatty()
+    chosen = set(args.services) or set(project.service_names())
+    if args.attach:
+        chosen = set(args.attach)
+    chosen -= set(args.no_attach)
+    chosen -= {s.name for s in project.services if s.attach is False and s.name not in args.attach}
+    states: dict[str, dict[str, Any]] = {}
+    names: set[str] = set()
+    exit_code = 0
+    interrupted = False
+    done = trio.Event()
+    abort = trio.Event()
+    watching = trio.Event()
+    color = not args.no_color and sys.stdout.isatty()
+    changes_in, changes_out = trio.open_memory_channel[dict[str, Any]](math.inf)
 
-        changes_in, changes_out = trio.open_memory_channel[dict[str, Any]](4096)
-        interrupted = False
+    def on_change(message: dict[str, Any]) -> None:
+        if message.get("watching"):
+            watching.set()
+        change = message.get("change")
+        if change is not None and change["service"] in chosen:
+            with contextlib.suppress(trio.ClosedResourceError):
+                changes_in.send_nowait(change)
 
-        def on_change(message: dict[str, Any]) -> None:
-            change = message.get("change")
-            if change is not None and change["name"] in names:
-                with contextlib.suppress(trio.WouldBlock):
-                    changes_in.send_nowait(change)
+    async def watch() -> None:
+        """Subscribed before `up` is sent (as Compose attaches first): a container that ends at once
+        is still seen running, then exited."""
+        await _call(layout, project.name, options, Request(op="watch"), on_change)
+        changes_in.close()
+        watching.set()
 
-        async def announce() -> None:
-            """Container exits, after the output they wrote last (the log files are polled)."""
-            nonlocal exit_code
-            async for change in changes_out:
-                before = states.get(change["name"], {}).get("status")
-                states[change["name"]] = change
-                if change["status"] == "exited" and before not in (None, "exited"):
-                    await trio.sleep(0.2)  # > 2 polls of the followers: the supervisor wrote the file first
-                    label = change["name"].removeprefix(f"{project.name}-")
-                    print(f"{label} exited with code {change['exit_code']}", flush=True)
-                    code = change["exit_code"] or 0
-                    if args.exit_code_from:
-                        if change["service"] == args.exit_code_from:
-                            exit_code = code
-                            abort.set()
-                    elif args.abort_on_container_exit or (args.abort_on_container_failure and code):
+    async def announce() -> None:
+        """Container exits, after the output they wrote last (the log files are polled)."""
+        nonlocal exit_code
+        async for change in changes_out:
+            if change["name"] not in names:
+                continue
+            before = states.get(change["name"], {}).get("status")
+            states[change["name"]] = change
+            if change["status"] == "exited" and before not in (None, "exited"):
+                await trio.sleep(0.2)  # > 2 polls of the followers: the supervisor wrote the file first
+                label = change["name"].removeprefix(f"{project.name}-")
+                print(f"{label} exited with code {change['exit_code']}", flush=True)
+                code = change["exit_code"] or 0
+                if args.exit_code_from:
+                    if change["service"] == args.exit_code_from:
                         exit_code = code
                         abort.set()
-                if len(states) >= len(names) and all(s["status"] not in _LIVE for s in states.values()):
-                    done.set()
-            done.set()  # the supervisor went away
+                elif args.abort_on_container_exit or (args.abort_on_container_failure and code):
+                    exit_code = code
+                    abort.set()
+            caught_up = changes_out.statistics().current_buffer_used == 0  # states are the latest
+            if (
+                caught_up
+                and len(states) >= len(names)
+                and all(s["status"] not in _LIVE for s in states.values())
+            ):
+                done.set()
+        done.set()  # the supervisor went away
 
-        async def watch() -> None:
-            await _call(layout, project.name, options, Request(op="watch"), on_change)
-            changes_in.close()
+    async def stop(kill: bool = False) -> None:
+        op = "kill" if kill else "stop"
+        stop_request = Request(op=op, project=project, services=args.services, timeout=args.timeout)
+        await _call(layout, project.name, options, stop_request, progress)
 
-        async def follow() -> None:
-            async with contextlib.aclosing(
-                read_logs(labels, follow=True, prefix=not args.no_log_prefix, color=color,
-                          timestamps=args.timestamps, stop=done.is_set, poll_interval=0.05)
-            ) as lines:  # fmt: skip
-                async for line in lines:
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
-
-        async def stop(kill: bool = False) -> None:
-            op = "kill" if kill else "stop"
-            await _call(layout, project.name, options,
-                        Request(op=op, project=project, services=args.services, timeout=args.timeout),
-                        progress)  # fmt: skip
-
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
-            nursery.start_soon(announce)
-            nursery.start_soon(follow)
+            await watching.wait()
+            code, error = await _call(layout, project.name, options, request, progress)
+            if error:
+                nursery.cancel_scope.cancel()
+            _finish(code, error)
+            records = [r for r in _records(layout, project.name) if not r.one_off and r.service in chosen]
+            names.update(r.name for r in records)
+            labels = [(r.name.removeprefix(f"{project.name}-"), Path(r.log_path) if r.log_path else None)
+                      for r in records]  # fmt: skip
+            print(f"Attaching to {', '.join(label for label, _ in labels)}", file=sys.stderr, flush=True)
+            if not names:
+                done.set()
+
+            async def follow() -> None:
+                async with contextlib.aclosing(
+                    read_logs(labels, follow=True, prefix=not args.no_log_prefix, color=color,
+                              timestamps=args.timestamps, stop=done.is_set, poll_interval=0.05)
+                ) as lines:  # fmt: skip
+                    async for line in lines:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
 
             async def interrupts() -> None:
                 nonlocal interrupted
@@ -496,12 +512,14 @@ async def _attached(
                 print("Aborting on container exit...", file=sys.stderr, flush=True)
                 await stop()
 
+            nursery.start_soon(announce)
+            nursery.start_soon(follow)
             nursery.start_soon(interrupts)
             nursery.start_soon(aborted)
             await done.wait()
             await trio.sleep(0.1)  # the last lines
             nursery.cancel_scope.cancel()
-        return 130 if interrupted else exit_code
+    return 130 if interrupted else exit_code
 
 
 # --- down ------------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ from composer.spec.model import Dependency, Project
 __all__ = ["LINGER", "Request", "call", "serve", "socket_path"]
 
 LINGER = 1.0  # seconds idle before the supervisor leaves
+# Requests that wait (for dependencies, healthchecks) end when their client goes, as Ctrl-C ends them in
+# Compose (`up` then stops what it started); the others (down, stop, kill, rm) finish their work.
+_CANCELLED_BY_THE_CLIENT = frozenset({"up", "start", "restart"})
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 256 << 20
 
@@ -202,7 +205,18 @@ class _Server:
                     return
                 for fd in fds:
                     os.close(fd)
-                code, error = await self.dispatch(request, send)
+                if request.op in _CANCELLED_BY_THE_CLIENT:
+                    answer: list[tuple[int, str | None]] = []
+
+                    async def work() -> None:
+                        answer.append(await self.dispatch(request, send))
+
+                    await self._until_gone(stream, work())
+                    if not answer:
+                        return  # the client went away (Ctrl-C): the operation was cancelled
+                    code, error = answer[0]
+                else:
+                    code, error = await self.dispatch(request, send)
                 await send({"result": code, "error": error})
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -276,6 +290,7 @@ class _Server:
 
         unsubscribe = self.supervisor.subscribe(listener)
         try:
+            await send({"watching": True})  # from here on, no change is missed
             for change in self.supervisor.states():
                 await send({"change": _change(change)})
             async for change in receive_channel:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -152,16 +153,16 @@ def delete_bridge(ifname: str) -> bool:
     return True
 
 
-def host_networks(*, exclude_prefix: str = BRIDGE_PREFIX) -> list[IPv4Network]:
+def host_networks(*, exclude: Collection[str] = ()) -> list[IPv4Network]:
     """Every IPv4 destination in the main routing table and every IPv4 interface subnet on the host,
-    except those of links whose name starts with `exclude_prefix` (composer's own bridges, which IPAM
-    knows already) and the default route."""
+    except those of the links named in `exclude` (the bridges this root's IPAM knows already) and the
+    default route. Another composer root's bridges count as the host's: their subnets are taken."""
     from pyroute2 import IPRoute
 
     out: set[IPv4Network] = set()
     with IPRoute() as ipr:
         names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
-        ours = {index for index, name in names.items() if exclude_prefix and name.startswith(exclude_prefix)}
+        ours = {index for index, name in names.items() if name in exclude}
         for route in ipr.get_routes(family=socket.AF_INET, table=254):
             if route.get_attr("RTA_OIF") in ours or route["dst_len"] == 0:
                 continue

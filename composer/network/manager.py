@@ -232,7 +232,8 @@ class NetworkManager:
                     gateway=config.gateway,
                     aux_addresses=config.aux_addresses,
                 )
-                host = bridges.host_networks()
+                known = {dict(r.extra).get("bridge", "") for r in state.records()}
+                host = bridges.host_networks(exclude=known)
                 record = plan_network(request, state.records(), host=host, pools=self.pools)
                 notes = {"bridge": bridges.bridge_name(config.name), "internal": str(config.internal).lower()}
                 if config.mtu:

@@ -363,7 +363,10 @@ class Runtime:
         _check_tty_size(tty_size, "exec")
         root = Path(f"/proc/{container.pid}/root")
         resolved = _resolve(user if user is not None else spec.user, spec.group_add, [root])
-        merged = _merge_env(base.env, env)
+        base_env = list(base.env)
+        if not any(item.startswith("HOME=") for item in spec.env):  # HOME is the exec user's, as Docker's
+            base_env = [item for item in base_env if not item.startswith("HOME=")] + [f"HOME={resolved.home}"]
+        merged = _merge_env(base_env, env)
         plan = replace(
             base, kind="exec", target_pid=container.pid, unshare_flags=0, netns_path="", mounts=(),
             argv=tuple(argv), env=merged, cwd=cwd or base.cwd,
