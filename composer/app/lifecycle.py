@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from composer.errors import ComposerError, UsageError
 
 if TYPE_CHECKING:
-    from composer.engine.control import Request
+    from composer.engine.protocol import Request
     from composer.engine.records import ContainerRecord
     from composer.options import (
         DownArgs,
@@ -68,7 +68,7 @@ def supervise(root: str, project: str) -> int:
     try:
         import trio
 
-        from composer.engine import control
+        from composer.engine import control, protocol
         from composer.engine.supervisor import Supervisor
         from composer.runtime.launch import Runtime
 
@@ -76,7 +76,7 @@ def supervise(root: str, project: str) -> int:
 
         async def main() -> None:
             await control.serve(
-                supervisor, control.socket_path(folder), on_ready=lambda: _ready(ready_fd, b"ok\n")
+                supervisor, protocol.socket_path(folder), on_ready=lambda: _ready(ready_fd, b"ok\n")
             )
 
         # SIGINT/SIGTERM end the supervisor, not the containers (they are adopted by the next one)
@@ -141,12 +141,12 @@ async def _call(
 ) -> tuple[int, str | None]:
     import trio
 
-    from composer.engine import control
+    from composer.engine import protocol
 
-    path = control.socket_path(layout.project_dir(project))
+    path = protocol.socket_path(layout.project_dir(project))
     for attempt in range(40):
         try:
-            return await control.call(path, request, on_message, fds)
+            return await protocol.call(path, request, on_message, fds)
         except (FileNotFoundError, ConnectionRefusedError):
             if attempt == 0:
                 await trio.to_thread.run_sync(_spawn, layout, project, options)
@@ -326,7 +326,7 @@ def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, 
         up_options = dataclasses.replace(up_options, build=False)  # built here: the plan compares image ids
     if args.dry_run:
         return _print_plan(layout, project, up_options)
-    from composer.engine.control import Request
+    from composer.engine.protocol import Request
 
     request = Request(
         op="up", project=project, environ=environment, up=up_options, timeout=args.timeout,
@@ -399,8 +399,8 @@ async def _attached(
 ) -> int:
     import trio
 
-    from composer.engine.control import Request
     from composer.engine.logs import read_logs
+    from composer.engine.protocol import Request
 
     chosen = set(args.services) or set(project.service_names())
     if args.attach:
@@ -529,7 +529,7 @@ def down(options: GlobalOptions, args: DownArgs, *, cwd: str, environ: Mapping[s
     """`composer down`: stop and remove the project's containers and networks (-v: volumes too)."""
     import trio
 
-    from composer.engine.control import Request
+    from composer.engine.protocol import Request
 
     if args.rmi not in (None, "all", "local"):
         raise UsageError(f"--rmi {args.rmi!r}: expected 'all' or 'local'")
@@ -564,7 +564,7 @@ def services_command(
 ) -> int:
     import trio
 
-    from composer.engine.control import Request
+    from composer.engine.protocol import Request
     from composer.engine.translate import parse_signal
 
     project, environment, _ = _load_or_state(options, cwd, environ, args.services)
@@ -1054,7 +1054,7 @@ def events(options: GlobalOptions, *, services: Sequence[str], as_json: bool,
     """`composer events`: container changes as they happen (create, start, die, health_status, destroy)."""
     import trio
 
-    from composer.engine.control import Request
+    from composer.engine.protocol import Request
 
     project, _, _ = _load_or_state(options, cwd, environ, services)
     layout = _layout(options, environ)
@@ -1157,8 +1157,8 @@ def run(options: GlobalOptions, args: RunArgs, *, cwd: str, environ: Mapping[str
 
     import trio
 
-    from composer.engine.control import Request
     from composer.engine.plan import UpOptions
+    from composer.engine.protocol import Request
 
     project, environment, files = _load(options, cwd, environ, (args.service,))
     layout = _layout(options, environ)

@@ -1,10 +1,8 @@
 """The project's control socket: the CLI's requests to the project's supervisor, answered as a stream.
 
 The supervisor of project P listens on `<root>/projects/P/supervisor.sock` (mode 0600: root's own
-commands only) and writes its pid to `supervisor.pid` beside it while it serves. A request is one
-frame; the answer is frames of `{"event": ...}`, `{"warning": ...}` or `{"change": ...}` and a last
-`{"result": exit code, "error": text or None}`. A frame is a 4-byte big-endian length and a
-pickle (both ends are this package; the socket admits only root).
+commands only) and writes its pid to `supervisor.pid` beside it while it serves. The wire format and
+the client are in composer.engine.protocol.
 
 Requests (`op`): `up` (a Project, its environment, UpOptions, timeout, wait), `down`, `stop`,
 `start`, `restart`, `kill`, `pause`, `unpause`, `rm` (services), `watch` (container changes until the
@@ -14,18 +12,13 @@ runs or waits for a restart and no client is connected (`LINGER` after the last 
 
 from __future__ import annotations
 
-import array
 import contextlib
 import dataclasses
 import math
 import os
-import pickle
 import secrets
 import signal
-import socket
-import struct
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +27,8 @@ import trio
 from composer.engine.backends import ContainerChange
 from composer.engine.depends import Condition, DependencyTimeout, StateBoard, wait_for_dependencies
 from composer.engine.executor import ExecutionEvent, execute_down, execute_up
-from composer.engine.plan import Plan, UpOptions, plan_down, plan_up
+from composer.engine.plan import Plan, plan_down, plan_up
+from composer.engine.protocol import Request, receive_request, send_frame
 from composer.engine.records import observe
 from composer.engine.supervisor import Supervisor, Unit
 from composer.errors import ComposerError, one_line
@@ -42,126 +36,12 @@ from composer.log import logger
 from composer.spec.graph import start_levels
 from composer.spec.model import Dependency, Project
 
-__all__ = ["LINGER", "Request", "call", "serve", "socket_path"]
+__all__ = ["LINGER", "serve"]
 
 LINGER = 1.0  # seconds idle before the supervisor leaves
 # Requests that wait (for dependencies, healthchecks) end when their client goes, as Ctrl-C ends them in
 # Compose (`up` then stops what it started); the others (down, stop, kill, rm) finish their work.
 _CANCELLED_BY_THE_CLIENT = frozenset({"up", "start", "restart"})
-_HEADER = struct.Struct(">I")
-_MAX_FRAME = 256 << 20
-
-
-def socket_path(project_dir: Path) -> Path:
-    return project_dir / "supervisor.sock"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    op: str
-    project: Project | None = None
-    environ: Mapping[str, str] = field(default_factory=dict)
-    services: tuple[str, ...] = ()
-    up: UpOptions = field(default_factory=UpOptions)
-    timeout: float | None = None  # -t
-    wait: bool = False  # up --wait
-    wait_timeout: float | None = None
-    signal: int = int(signal.SIGKILL)  # kill -s
-    volumes: bool = False  # down -v, rm -v
-    remove_orphans: bool = False
-    rmi: str | None = None
-    name: str | None = None  # run --name
-    detach: bool = False  # run -d
-    remove: bool = False  # run --rm
-    compose_files: tuple[str, ...] = ()  # for the com.docker.compose.project.config_files label
-
-
-# -- frames ------------------------------------------------------------------------------------------------
-
-
-async def _send(stream: trio.SocketStream, message: Any, fds: Sequence[int] = ()) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    frame = _HEADER.pack(len(data)) + data
-    if fds:  # the descriptors ride on the frame's first bytes (a `run` hands over its stdio)
-        rights = array.array("i", fds)
-        sent = await stream.socket.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
-        frame = frame[sent:]
-    if frame:
-        await stream.send_all(frame)
-
-
-async def _receive_request(stream: trio.SocketStream) -> tuple[Any, list[int]]:
-    """The first frame of a connection, with the descriptors sent along with it."""
-    fds: list[int] = []
-    data, ancillary, _flags, _addr = await stream.socket.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            received = array.array("i")
-            received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-            fds += list(received)
-    try:
-        if len(data) < _HEADER.size:
-            more = await _receive_exactly(stream, _HEADER.size - len(data))
-            if more is None:
-                return None, fds
-            data += more
-        (size,) = _HEADER.unpack(data[: _HEADER.size])
-        if size > _MAX_FRAME:
-            raise ComposerError(f"control socket: frame of {size} bytes refused")
-        body = data[_HEADER.size :]
-        if len(body) < size:
-            more = await _receive_exactly(stream, size - len(body))
-            if more is None:
-                return None, fds
-            body += more
-        return pickle.loads(body), fds
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-
-
-async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = await stream.receive_some(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-async def _receive(stream: trio.SocketStream) -> Any:
-    header = await _receive_exactly(stream, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    if size > _MAX_FRAME:
-        raise ComposerError(f"control socket: frame of {size} bytes refused")
-    data = await _receive_exactly(stream, size)
-    if data is None:
-        return None
-    return pickle.loads(data)
-
-
-# -- the client ----------------------------------------------------------------------------------------------
-
-
-async def call(
-    path: Path, request: Request, on_message: Callable[[dict[str, Any]], None], fds: Sequence[int] = ()
-) -> tuple[int, str | None]:
-    """Send `request` (with `fds`, for `run`); hand every message to `on_message`; return (exit code,
-    error). Cancelling the call closes the connection: a `run` or `watch` then ends on the other side."""
-    stream = await trio.open_unix_socket(str(path))
-    async with stream:
-        await _send(stream, request, fds)
-        while True:
-            message = await _receive(stream)
-            if message is None:
-                return 1, "the supervisor went away before answering"
-            if "result" in message:
-                return int(message["result"]), message.get("error")
-            on_message(message)
 
 
 # -- the server ----------------------------------------------------------------------------------------------
@@ -184,7 +64,7 @@ class _Server:
         self._poke()
         try:
             async with stream:
-                request, fds = await _receive_request(stream)
+                request, fds = await receive_request(stream)
                 if not isinstance(request, Request):
                     for fd in fds:
                         os.close(fd)
@@ -195,7 +75,7 @@ class _Server:
                 async def send(message: dict[str, Any]) -> None:
                     async with lock:  # a frame is never interleaved with another
                         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                            await _send(stream, message)
+                            await send_frame(stream, message)
 
                 if request.op == "watch":
                     await self._until_gone(stream, self.watch(send))

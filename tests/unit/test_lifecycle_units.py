@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from composer.app.lifecycle import Progress, _ps_json, _scale, status_text
-from composer.engine import control
+from composer.engine import protocol
 from composer.engine.records import LOST_EXIT_CODE, ContainerRecord, RecordStore, observe, process_start_time
 from composer.errors import UsageError
 
@@ -133,15 +133,15 @@ def test_control_frames_round_trip_a_request_and_its_answers(tmp_path: Path) -> 
         async def server() -> None:
             conn, _ = await sock.accept()
             stream = trio.SocketStream(conn)
-            request = await control._receive(stream)
-            assert isinstance(request, control.Request) and request.op == "stop"
-            await control._send(stream, {"event": {"action": "stop"}})
-            await control._send(stream, {"result": 3, "error": "boom"})
+            request = await protocol.receive_frame(stream)
+            assert isinstance(request, protocol.Request) and request.op == "stop"
+            await protocol.send_frame(stream, {"event": {"action": "stop"}})
+            await protocol.send_frame(stream, {"result": 3, "error": "boom"})
             await stream.aclose()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server)
-            result = await control.call(path, control.Request(op="stop", services=("web",)), got.append)
+            result = await protocol.call(path, protocol.Request(op="stop", services=("web",)), got.append)
         assert result == (3, "boom")
         assert got == [{"event": {"action": "stop"}}]
         sock.close()

@@ -1,0 +1,145 @@
+"""The control socket's wire format and its client: what every lifecycle command imports (it stays
+light: no supervisor, executor or kernel modules). The server is composer.engine.control.
+
+A request is one frame; the answer is frames of `{"event": ...}`, `{"warning": ...}`,
+`{"change": ...}`, `{"watching": True}` or `{"started": name}`, and a last `{"result": exit code,
+"error": text or None}`. A frame is a 4-byte big-endian length and a pickle (both ends are this
+package; the socket admits only root). A `run` sends the caller's stdio descriptors with its request
+(SCM_RIGHTS on the frame's first bytes).
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import pickle
+import signal
+import socket
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from composer.engine.plan import UpOptions
+from composer.errors import ComposerError
+from composer.spec.model import Project
+
+__all__ = ["Request", "call", "receive_frame", "receive_request", "send_frame", "socket_path"]
+
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 256 << 20
+
+
+def socket_path(project_dir: Path) -> Path:
+    return project_dir / "supervisor.sock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    op: str
+    project: Project | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ()
+    up: UpOptions = field(default_factory=UpOptions)
+    timeout: float | None = None  # -t
+    wait: bool = False  # up --wait
+    wait_timeout: float | None = None
+    signal: int = int(signal.SIGKILL)  # kill -s
+    volumes: bool = False  # down -v, rm -v
+    remove_orphans: bool = False
+    rmi: str | None = None
+    name: str | None = None  # run --name
+    detach: bool = False  # run -d
+    remove: bool = False  # run --rm
+    compose_files: tuple[str, ...] = ()  # for the com.docker.compose.project.config_files label
+
+
+# -- frames ------------------------------------------------------------------------------------------------
+
+
+async def send_frame(stream: trio.SocketStream, message: Any, fds: Sequence[int] = ()) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    frame = _HEADER.pack(len(data)) + data
+    if fds:  # the descriptors ride on the frame's first bytes (a `run` hands over its stdio)
+        rights = array.array("i", fds)
+        sent = await stream.socket.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+        frame = frame[sent:]
+    if frame:
+        await stream.send_all(frame)
+
+
+async def receive_request(stream: trio.SocketStream) -> tuple[Any, list[int]]:
+    """The first frame of a connection, with the descriptors sent along with it."""
+    fds: list[int] = []
+    data, ancillary, _flags, _addr = await stream.socket.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+            fds += list(received)
+    try:
+        if len(data) < _HEADER.size:
+            more = await _receive_exactly(stream, _HEADER.size - len(data))
+            if more is None:
+                return None, fds
+            data += more
+        (size,) = _HEADER.unpack(data[: _HEADER.size])
+        if size > _MAX_FRAME:
+            raise ComposerError(f"control socket: frame of {size} bytes refused")
+        body = data[_HEADER.size :]
+        if len(body) < size:
+            more = await _receive_exactly(stream, size - len(body))
+            if more is None:
+                return None, fds
+            body += more
+        return pickle.loads(body), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+async def receive_frame(stream: trio.SocketStream) -> Any:
+    header = await _receive_exactly(stream, _HEADER.size)
+    if header is None:
+        return None
+    (size,) = _HEADER.unpack(header)
+    if size > _MAX_FRAME:
+        raise ComposerError(f"control socket: frame of {size} bytes refused")
+    data = await _receive_exactly(stream, size)
+    if data is None:
+        return None
+    return pickle.loads(data)
+
+
+# -- the client ----------------------------------------------------------------------------------------------
+
+
+async def call(
+    path: Path, request: Request, on_message: Callable[[dict[str, Any]], None], fds: Sequence[int] = ()
+) -> tuple[int, str | None]:
+    """Send `request` (with `fds`, for `run`); hand every message to `on_message`; return (exit code,
+    error). Cancelling the call closes the connection: a `run` or `watch` then ends on the other side."""
+    stream = await trio.open_unix_socket(str(path))
+    async with stream:
+        await send_frame(stream, request, fds)
+        while True:
+            message = await receive_frame(stream)
+            if message is None:
+                return 1, "the supervisor went away before answering"
+            if "result" in message:
+                return int(message["result"]), message.get("error")
+            on_message(message)
