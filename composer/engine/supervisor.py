@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import os
 import secrets
@@ -42,6 +43,7 @@ from composer.engine.health import (
     HealthConfig,
     HealthEvent,
     HealthMonitor,
+    HealthStatus,
     RuntimeProbe,
     effective_healthcheck,
 )
@@ -624,7 +626,7 @@ class Supervisor:
         if adopted is None:
             record.started_at = time.time()
         self._changed(unit)
-        handle = _RunHandle(self, unit, container, cgroup, reads, scope)
+        handle = _RunHandle(self, unit, container, cgroup, reads, scope, adopted=adopted is not None)
         try:
             await self.nursery.start(handle.beside)
         except BaseException:
@@ -849,7 +851,10 @@ class _RunHandle:
         cgroup: Cgroup | None,
         reads: dict[str, int],
         scope: _Scopes,
+        *,
+        adopted: bool = False,
     ) -> None:
+        self.adopted = adopted
         self.supervisor = supervisor
         self.unit = unit
         self.container = container
@@ -874,8 +879,14 @@ class _RunHandle:
                     if unit.launch.ports and record.networks:
                         await nursery.start(self._ports)
                     if unit.health is not None:
+                        health = unit.health
+                        fresh = True
+                        if self.adopted and record.health and health.status is None:
+                            # a killed supervisor's container: its health carries on from the record
+                            health.status = HealthStatus(record.health)
+                            fresh = False
                         started = trio.current_time()
-                        await nursery.start(unit.health.run, started)
+                        await nursery.start(functools.partial(health.run, started, fresh=fresh))
                     task_status.started()
                     await trio.sleep_forever()
         finally:
