@@ -281,6 +281,11 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     run.add_argument("service", metavar="SERVICE")
     run.add_argument("run_command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
+    cp = command("cp", "copy files between a running container and the host")
+    cp.add_argument("--index", type=int, default=1, help="which container of the service (default 1)")
+    cp.add_argument("source", metavar="SRC", help="SERVICE:PATH or a host path")
+    cp.add_argument("dest", metavar="DEST", help="SERVICE:PATH or a host path")
+
     ls = command("ls", "list projects")
     ls.add_argument("-a", "--all", action="store_true", help="also stopped projects")
     ls.add_argument("-q", "--quiet", action="store_true", help="only names")
@@ -456,6 +461,10 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
                       entrypoint=args.entrypoint, name=args.name, user=args.user, workdir=args.workdir,
                       no_tty=args.no_tty, service_ports=args.service_ports, build=args.build)  # fmt: skip
         return lifecycle.run(options, run, cwd=cwd, environ=environ)
+    if command == "cp":
+        return lifecycle.cp(
+            options, source=args.source, dest=args.dest, index=args.index, cwd=cwd, environ=environ
+        )
     if command == "port":
         return lifecycle.port(options, service=args.service, private_port=args.private_port,
                               protocol=args.protocol, index=args.index, cwd=cwd, environ=environ)  # fmt: skip

@@ -147,3 +147,21 @@ def test_control_frames_round_trip_a_request_and_its_answers(tmp_path: Path) -> 
         sock.close()
 
     trio.run(main)
+
+
+def test_cp_resolves_links_inside_the_container_root(tmp_path: Path) -> None:
+    from composer.app.lifecycle import resolve_in_root
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "etc" / "escape").symlink_to("/")  # absolute: the container's /, not the host's
+    (root / "etc" / "up").symlink_to("../../../..")
+    (root / "link").symlink_to("data")
+    assert resolve_in_root(root, "/etc/escape/etc/passwd") == root / "etc" / "passwd"
+    assert resolve_in_root(root, "/etc/up/x") == root / "x"
+    assert resolve_in_root(root, "link/file") == root / "data" / "file"
+    assert resolve_in_root(root, "/../../etc") == root / "etc"
+    (root / "loop").symlink_to("loop")
+    with pytest.raises(Exception, match="symbolic links"):
+        resolve_in_root(root, "/loop")
