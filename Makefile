@@ -10,9 +10,9 @@ CACHE ?= .cache
 # tini-static is init: true; nft holds composer's egress rules.
 APT_PACKAGES ?= ca-certificates dpkg busybox-static mmdebstrap debootstrap iproute2 tini nftables
 COMPOSE_V2 := $(CACHE)/peers/docker-compose
-STACK ?= stacks/demo/compose.yaml
+INCEPTION := stacks/inception
 
-.PHONY: demo install apt peers check test bench clean
+.PHONY: demo demo-down install apt peers check test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,15 @@ check: install
 	$(VENV)/bin/ruff format --check composer tests bench
 	$(VENV)/bin/mypy
 
-demo: install
-	$(VENV)/bin/composer -f $(STACK) config
+# The example: the inception stack (nginx with TLS on 443 -> WordPress on php-fpm -> MariaDB, and the
+# bonus services), built from debian:bookworm and brought up with `composer up -d --build --wait`; its
+# data goes to $(DATA_DIR) (the stack's default: ~/data). `make demo-down` stops it.
+demo: apt install
+	$(MAKE) -C $(INCEPTION) COMPOSER=$(abspath $(VENV))/bin/composer
+	@$(VENV)/bin/composer -f $(INCEPTION)/srcs/docker-compose.yml ps
+
+demo-down: install
+	$(MAKE) -C $(INCEPTION) COMPOSER=$(abspath $(VENV))/bin/composer down
 
 test: apt install peers check
 	COMPOSER_COMPOSE_V2=$(abspath $(COMPOSE_V2)) $(PY) -m pytest -q

@@ -1068,3 +1068,31 @@ def test_ctrl_c_stops_an_attached_up_gracefully(compose: Compose) -> None:
         record = compose.must(service)
         assert (record["state"], record["exit_code"]) == ("exited", 0), record
     assert not any(alive(pid) for pid in pids)
+
+
+def test_run_and_cp(compose: Compose, tmp_path: Path) -> None:
+    """`run` gives the caller's stdio and exit code to a one-off container (its dependencies up first);
+    `cp` copies both ways and never follows a container's link out to the host."""
+    compose.write("""
+        services:
+          db:
+            image: IMAGE
+            command: ["sleep", "1000"]
+          app:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            depends_on: [db]
+    """)
+    ran = compose.run("run", "--rm", "-T", "-e", "WHO=run", "app", "sh", "-c", "read x; echo $WHO $x; exit 5",
+                      input="stdin\n")  # fmt: skip
+    assert ran.code == 5 and ran.out == "run stdin\n", str(ran)
+    assert compose.must("db")["state"] == "running"  # brought up for it
+    assert not [r for r in compose.records() if r["one_off"]]  # --rm
+    compose.ok("up", "-d")
+    host_file = tmp_path / "in.txt"
+    host_file.write_text("to the container\n")
+    compose.ok("cp", str(host_file), "app:/tmp/in.txt")
+    assert compose.exec("app", "cat", "/tmp/in.txt") == "to the container\n"
+    compose.exec("app", "sh", "-c", "ln -s / /tmp/root && echo inside > /tmp/out.txt")
+    compose.ok("cp", "app:/tmp/root/tmp/out.txt", str(tmp_path / "out.txt"))  # the link stays inside
+    assert (tmp_path / "out.txt").read_text() == "inside\n"
