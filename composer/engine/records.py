@@ -84,7 +84,7 @@ class ContainerRecord:
     log_path: str | None = None  # None: `logging.driver: none`
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, indent=1).encode()
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> ContainerRecord:
@@ -134,10 +134,14 @@ class RecordStore:
         return self.dir / container_id
 
     def save(self, record: ContainerRecord) -> None:
+        """Atomically (a reader sees the old record or the new one, never half of one)."""
         folder = self.folder(record.id)
-        folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{RECORD}.tmp"
-        tmp.write_bytes(record.to_json())
+        try:
+            tmp.write_bytes(record.to_json())
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(record.to_json())
         os.replace(tmp, folder / RECORD)
 
     def load(self, container_id: str) -> ContainerRecord | None:

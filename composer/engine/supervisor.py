@@ -497,7 +497,7 @@ class Supervisor:
     def register(self, record: ContainerRecord, launch: Launch) -> Unit:
         unit = Unit(record=record, launch=launch)
         self.units[record.id] = unit
-        self._changed(unit)
+        self._changed(unit, save=False)  # `prepare` saved it
         return unit
 
     # -- start ---------------------------------------------------------------------------------------------
