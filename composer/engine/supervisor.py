@@ -54,10 +54,11 @@ from composer.engine.restart import (
     RestartEvent,
     RestartPolicy,
     Supervision,
+    parse_restart,
     service_restart_policy,
 )
 from composer.engine.translate import anonymous_volumes, config_targets, container_spec, secret_targets
-from composer.errors import ComposerError, one_line
+from composer.errors import ComposerError
 from composer.image.store import Image, ImageStore
 from composer.log import logger
 from composer.network.dns import Endpoint, NameTables, serve_dns, upstreams_for
@@ -92,9 +93,7 @@ class Launch:
     service: str
     aliases: tuple[str, ...] = ()  # the names the DNS answers for it besides its name and service
     networks: tuple[tuple[NetworkConfig, ServiceNetwork], ...] = ()  # in attach order
-    restart: RestartPolicy = dataclasses.field(
-        default_factory=lambda: service_restart_policy(Service(name="_"))
-    )
+    restart: RestartPolicy = dataclasses.field(default_factory=lambda: parse_restart(None))  # "no"
     health: HealthConfig | None = None
     resources: Resources = dataclasses.field(default_factory=Resources)
     logging: LogConfig = dataclasses.field(default_factory=LogConfig)
@@ -266,10 +265,6 @@ class Supervisor:
             if key in (unit.record.id, unit.record.name):
                 return unit
         return None
-
-    def service_units(self, service: str) -> list[Unit]:
-        found = [u for u in self.units.values() if u.record.service == service and not u.record.one_off]
-        return sorted(found, key=lambda u: u.record.number)
 
     def backends(
         self, project: Project, environ: Mapping[str, str], compose_files: Sequence[str] = ()
@@ -935,10 +930,6 @@ class _RunHandle:
             await self.supervisor._ended(self.unit, self, status)
         self.finished.set()
         return status
-
-
-def _describe(exc: BaseException) -> str:
-    return one_line(str(exc) or type(exc).__name__)
 
 
 # -- the executor's backends --------------------------------------------------------------------------------

@@ -124,12 +124,16 @@ class Process:
         except BaseException:
             self._reaping = False
             raise
-        result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED)
-        assert result is not None
-        self._status = ExitStatus.from_waitid(result)
+        self._status = self._reap()
         os.close(self.pidfd)
         self._done.set()
         return self._status
+
+    def _reap(self) -> ExitStatus:
+        """The status of the process, which has ended (its pidfd is readable)."""
+        result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED)
+        assert result is not None
+        return ExitStatus.from_waitid(result)
 
     async def stop(self, sig: int = signals.SIGTERM, grace: float = 10.0) -> ExitStatus:
         """`sig`, then SIGKILL after `grace` seconds; returns the exit status."""
@@ -160,22 +164,8 @@ class AdoptedContainer(Container):
 
     lost_status: ExitStatus = field(default_factory=lambda: ExitStatus(255))
 
-    async def wait(self) -> ExitStatus:
-        if self._status is None:
-            if self._reaping:
-                await self._done.wait()
-            else:
-                self._reaping = True
-                try:
-                    await trio.lowlevel.wait_readable(self.pidfd)
-                except BaseException:
-                    self._reaping = False
-                    raise
-                self._status = self.lost_status
-                os.close(self.pidfd)
-                self._done.set()
-        assert self._status is not None
-        return self._status
+    def _reap(self) -> ExitStatus:
+        return self.lost_status
 
 
 class Runtime:
