@@ -790,6 +790,24 @@ def _volume_labels(project: Project, key: str) -> dict[str, str]:
 # -- one run ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _PublishedPort:
+    """A port as a record keeps it, in the shape of the spec's Port (network.ports.PortLike)."""
+
+    target: int
+    published: str | None
+    host_ip: str | None
+    protocol: str
+
+
+def _recorded_port(text: str) -> _PublishedPort:
+    """`127.0.0.1:40123->443/tcp` (or `[::1]:80->80/tcp`) as a request for that exact host port."""
+    host, _, rest = text.partition("->")
+    address, _, port = host.rpartition(":")
+    target, _, protocol = rest.partition("/")
+    return _PublishedPort(target=int(target), published=port, host_ip=address.strip("[]"), protocol=protocol)
+
+
 class _Scopes:
     """The cancel scopes of one run's tasks (its DNS server, the tasks beside it): `cancel` ends all."""
 
@@ -879,6 +897,7 @@ class _RunHandle:
                         if self.adopted and record.health and health.status is None:
                             # a killed supervisor's container: its health carries on from the record
                             health.status = HealthStatus(record.health)
+                            health.generation = unit.generation  # the status belongs to this run
                             fresh = False
                         started = trio.current_time()
                         await nursery.start(functools.partial(health.run, started, fresh=fresh))
@@ -905,7 +924,10 @@ class _RunHandle:
         unit, sup = self.unit, self.supervisor
         record = unit.record
         if unit.held_ports is None:
-            wanted = [ContainerPorts(container=record.name, service=record.service, ports=unit.launch.ports)]
+            ports: Sequence[Any] = unit.launch.ports
+            if self.adopted and record.ports:  # the host ports it has (an ephemeral one stays the same)
+                ports = [_recorded_port(text) for text in record.ports]
+            wanted = [ContainerPorts(container=record.name, service=record.service, ports=ports)]
             reservation = reserve(wanted, taken=())
             unit.held_ports = reservation.take(record.name)
         held = unit.held_ports

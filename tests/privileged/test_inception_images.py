@@ -516,3 +516,176 @@ def test_static_site_is_lighttpd_without_php(stack: Stack) -> None:
         " command -v php || echo no php",
     )
     assert "config ok" in out and "index.html" in out and "no php" in out, out
+
+
+# --- the whole stack under `composer up` ----------------------------------------------------------------
+
+
+def _up_copy(stack: Stack, base: Path) -> tuple[list[str], dict[str, str]]:
+    """The stack's srcs/ copied under `base` with its own secrets and data folders, nginx's 443 published
+    on an ephemeral loopback port (an override file), run against the module's root (images built)."""
+    import shutil
+
+    shutil.copytree(STACK / "srcs", base / "srcs")
+    shutil.copytree(stack.secrets, base / "secrets")
+    for folder in ("wordpress", "mariadb"):
+        (base / "data" / folder).mkdir(parents=True)
+    (base / "srcs" / "compose.override.yaml").write_text(
+        'services:\n  nginx:\n    ports: !override ["127.0.0.1::443"]\n'
+    )
+    srcs = base / "srcs"
+    argv = [sys.executable, "-m", "composer", "--root", str(stack.layout.root), "-p", "inception-e2e",
+            "-f", str(srcs / "docker-compose.yml"), "-f", str(srcs / "compose.override.yaml")]  # fmt: skip
+    return argv, {**os.environ, "DATA_DIR": str(base / "data")}
+
+
+def _cli(argv: list[str], env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    done = subprocess.run(
+        [*argv, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"composer {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _https(
+    port: int, domain: str, path: str = "/", *, tls: str = "1.2", body: bytes | None = None
+) -> tuple[int, str, str]:
+    """(status, body, TLS version) of one request to nginx on 127.0.0.1:port as `domain`."""
+    import html
+    import http.client
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the stack's certificate is self-signed
+    version = ssl.TLSVersion.TLSv1_3 if tls == "1.3" else ssl.TLSVersion.TLSv1_2
+    context.minimum_version = context.maximum_version = version
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+    headers = {"Host": domain}
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+        response = connection.getresponse()
+        text = html.unescape(response.read().decode(errors="replace"))
+        used = connection.sock.version() if connection.sock is not None else ""
+        return response.status, text, str(used)
+    finally:
+        connection.close()
+
+
+def test_the_whole_stack_under_composer_up(stack: Stack, tmp_path: Path) -> None:
+    """`composer up -d --wait` of the inception stack: every service healthy in dependency order; the site
+    over TLS 1.2 and 1.3 on the published port; a visitor's comment lands in MariaDB; the two users;
+    FTPS onto the WordPress files; redis as the object cache; MariaDB killed and brought back by its
+    restart policy; the supervisor killed and its containers adopted; the data kept across down/up."""
+    import ftplib
+    import signal
+    import time
+    import urllib.parse
+
+    argv, env = _up_copy(stack, tmp_path)
+    domain = stack.env["DOMAIN_NAME"]
+    try:
+        _cli(argv, env, "up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
+        rows = {r["Service"]: r for r in json.loads(_cli(argv, env, "ps", "--format", "json"))}
+        assert set(rows) == set(SERVICES), rows
+        assert all(r["State"] == "running" and r["Health"] == "healthy" for r in rows.values()), rows
+        port = int(_cli(argv, env, "port", "nginx", "443").strip().rpartition(":")[2])
+
+        for version in ("1.2", "1.3"):
+            status, text, used = _https(port, domain, tls=version)
+            assert (status, used) == (200, f"TLSv{version}"), (status, used)
+            assert f"<title>{stack.env['WP_TITLE']}" in text, text[:300]
+
+        def sql(query: str) -> str:
+            return _cli(argv, env, "exec", "-T", "mariadb", "sh", "-c",
+                        'mariadb -uroot -p"$(cat /run/secrets/db_root_password)" -N -B '
+                        f'"$MYSQL_DATABASE" -e "{query}"')  # fmt: skip
+
+        users = sql("SELECT user_login FROM wp_users ORDER BY user_login").split()
+        assert sorted(users) == sorted([stack.env["WP_ADMIN_USER"], stack.env["WP_USER"]]), users
+        assert not any("admin" in u.lower() for u in users), users
+        post = sql("SELECT ID FROM wp_posts WHERE post_type='post' AND post_status='publish' LIMIT 1").strip()
+        words = f"composer e2e comment {time.time_ns()}"
+        form = urllib.parse.urlencode({
+            "comment_post_ID": post, "comment_parent": "0", "author": "Visitor",
+            "email": "visitor@example.invalid", "url": "", "comment": words,
+        })  # fmt: skip
+        status, text, _ = _https(port, domain, "/wp-comments-post.php", body=form.encode())
+        assert status in (200, 302), (status, text[-500:])
+        assert words in sql("SELECT comment_content FROM wp_comments"), "the comment is not in MariaDB"
+
+        records = {r["service"]: r for r in _records(stack.layout.root, "inception-e2e")}
+        ftp_address = next(iter(records["ftp"]["networks"].values()))
+        client = ftplib.FTP_TLS(timeout=20)
+        client.connect(ftp_address, 21)
+        client.login(stack.env["FTP_USER"], stack.secret("ftp_password"))
+        client.prot_p()
+        assert "wp-config.php" in client.nlst(), "the FTP user does not see the WordPress files"
+        client.quit()
+
+        assert _cli(argv, env, "exec", "-T", "redis", "redis-cli", "ping").strip() == "PONG"
+        assert int(_cli(argv, env, "exec", "-T", "redis", "redis-cli", "dbsize").strip()) > 0
+
+        # a crash of MariaDB's main process: restart: unless-stopped brings it back, the site recovers
+        os.kill(records["mariadb"]["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = {r["service"]: r for r in _records(stack.layout.root, "inception-e2e")}["mariadb"]
+            if now["restart_count"] >= 1 and now["state"] == "running" and now["health"] == "healthy":
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"mariadb did not come back healthy: {now}")
+        assert words in sql("SELECT comment_content FROM wp_comments")
+
+        # the supervisor killed: the containers stay, the next command adopts them
+        supervisor = int((stack.layout.project_dir("inception-e2e") / "supervisor.pid").read_text())
+        nginx_pid = records["nginx"]["pid"]
+        os.kill(supervisor, signal.SIGKILL)
+        _cli(argv, env, "up", "-d", "--wait", "--wait-timeout", "120")
+        again = {r["service"]: r for r in _records(stack.layout.root, "inception-e2e")}
+        assert again["nginx"]["pid"] == nginx_pid, "nginx was restarted instead of adopted"
+        assert _https(port, domain)[0] == 200
+
+        # down and up: the data lives in the bind-backed volumes
+        _cli(argv, env, "down")
+        _cli(argv, env, "up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
+        assert words in sql("SELECT comment_content FROM wp_comments")
+    finally:
+        subprocess.run(
+            [*argv, "down", "-v", "-t", "5"], env=env, capture_output=True, timeout=120, check=False
+        )
+        _wait_supervisor_gone(stack.layout.root)
+    # down -v removed the volumes but never a bind device's files
+    assert any((tmp_path / "data" / "mariadb").iterdir())
+
+
+def _records(root: Path, project: str) -> list[dict[str, Any]]:
+    out = []
+    for path in (root / "containers").glob("*/record.json"):
+        record = json.loads(path.read_text())
+        if record["project"] == project:
+            out.append(record)
+    return out
+
+
+def _wait_supervisor_gone(root: Path, timeout: float = 20) -> None:
+    """Until no supervisor of this test's root runs (they leave about a second after `down`)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    argv = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"__supervise" in argv and str(root).encode() in argv:
+                    alive.append(entry.name)
+        if not alive:
+            return
+        time.sleep(0.1)
