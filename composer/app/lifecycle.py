@@ -355,7 +355,8 @@ def _build_missing(
     always: bool,
     services: Sequence[str],
 ) -> None:
-    """Build the services that have `build:` and no image yet (all of them with --build), as `up` does."""
+    """Build the services that have `build:` and no image yet (all of them with --build; those with
+    `pull_policy: build` every time), as `up` does."""
     from composer.app import _run_builds, service_request
     from composer.image.store import ImageStore
     from composer.options import BuildOptions
@@ -363,7 +364,7 @@ def _build_missing(
     store = ImageStore(layout)
     chosen = set(services) or set(project.service_names())
     todo = [s for s in project.services if s.build is not None and s.name in chosen
-            and (always or store.resolve(s.image_name) is None)]  # fmt: skip
+            and (always or s.pull_policy == "build" or store.resolve(s.image_name) is None)]  # fmt: skip
     if not todo:
         return
     requests = [

@@ -1096,3 +1096,29 @@ def test_run_and_cp(compose: Compose, tmp_path: Path) -> None:
     compose.exec("app", "sh", "-c", "ln -s / /tmp/root && echo inside > /tmp/out.txt")
     compose.ok("cp", "app:/tmp/root/tmp/out.txt", str(tmp_path / "out.txt"))  # the link stays inside
     assert (tmp_path / "out.txt").read_text() == "inside\n"
+
+
+def test_up_builds_what_is_missing_and_rebuilds_with_build(compose: Compose) -> None:
+    """`up` builds a service's image when the store lacks it; `up --build` builds again and recreates the
+    container when the image changed; otherwise the container is kept."""
+    context = compose.dir / "app"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f'FROM {IMAGE}\nCOPY message /message\nCMD ["sleep", "1000"]\n')
+    (context / "message").write_text("first\n")
+    compose.write("""
+        services:
+          app:
+            build: ./app
+    """)
+    first = compose.ok("up", "-d")
+    assert "Built" in first.err or "built" in first.err, str(first)
+    assert compose.exec("app", "cat", "/message") == "first\n"
+    pid = compose.running_pid("app")
+    compose.ok("up", "-d")  # nothing changed: kept, not rebuilt
+    assert compose.running_pid("app") == pid
+    (context / "message").write_text("second\n")
+    compose.ok("up", "-d")  # the image exists: no build without --build
+    assert compose.exec("app", "cat", "/message") == "first\n"
+    compose.ok("up", "-d", "--build")
+    assert compose.exec("app", "cat", "/message") == "second\n"
+    assert compose.running_pid("app") != pid  # recreated on the new image
