@@ -102,6 +102,7 @@ class Launch:
     hostname: str = ""
     domainname: str = ""
     extra_hosts: tuple[str, ...] = ()
+    join: str = ""  # network_mode `service:NAME` or `container:NAME`: whose network namespace it shares
 
 
 @dataclass(eq=False)
@@ -420,8 +421,12 @@ class Supervisor:
                 _read_text(HOST_RESOLV_CONF), mode="embedded" if networks else "none",
                 dns=service.dns, dns_search=service.dns_search, dns_opt=service.dns_opt,
             )  # fmt: skip
+        elif mode.startswith(("service:", "container:")):
+            # the other container's netns (found at each start); its hosts and resolv.conf are copied then
+            network = Network(mode="join")
+            hosts_text = resolv_text = ""
         else:
-            raise SupervisorError(f"service {service.name}: network_mode {mode!r} is not supported yet")
+            raise SupervisorError(f"service {service.name}: network_mode {mode!r} is not supported")
         etc = {"hostname": f"{hostname}\n", "hosts": hosts_text, "resolv.conf": resolv_text}
         for file, text in etc.items():
             (folder / file).write_text(text)
@@ -484,6 +489,7 @@ class Supervisor:
             hostname=hostname,
             domainname=service.domainname or "",
             extra_hosts=service.extra_hosts,
+            join=mode if mode.startswith(("service:", "container:")) else "",
         )
         self.records.save(record)
         self.records.save_launch(cid, launch)
@@ -593,6 +599,14 @@ class Supervisor:
                 cgroup = Cgroup.create(record.id, launch.resources)
                 stdio = unit.stdio or Stdio(stdout=writes.get("stdout"), stderr=writes.get("stderr"))
                 spec = dataclasses.replace(launch.spec, stdio=stdio, cgroup=cgroup)
+                if launch.join:
+                    joined = self._joined(unit)
+                    spec = dataclasses.replace(spec, network=joined)
+                    # kept for `exec` and a re-adopting supervisor, which read the launch file
+                    unit.launch = dataclasses.replace(
+                        launch, spec=dataclasses.replace(launch.spec, network=joined)
+                    )
+                    self.records.save_launch(record.id, unit.launch)
                 container = await self.runtime.start(
                     spec, before_go=lambda pid: self._attach(unit, pid, scope)
                 )
@@ -630,6 +644,24 @@ class Supervisor:
                 await handle.wait()
             raise
         return handle
+
+    def _joined(self, unit: Unit) -> Network:
+        """`network_mode: service:X` / `container:X`: X's network namespace, and its /etc/hosts and
+        resolv.conf copied into this container's (Docker shares them)."""
+        kind, _, name = unit.launch.join.partition(":")
+        running = [u for u in self.units.values() if u.container is not None]
+        if kind == "service":
+            found = [u for u in running if u.record.service == name and not u.record.one_off]
+        else:
+            found = [u for u in running if u.record.name == name]
+        target = min(found, key=lambda u: u.record.number) if found else None
+        if target is None or target.container is None:
+            raise SupervisorError(f"network_mode {unit.launch.join}: no running container to join")
+        source = self.layout.container_dir(target.record.id)
+        mine = self.layout.container_dir(unit.record.id)
+        for file in ("hosts", "resolv.conf"):
+            rewrite_in_place(mine / file, _read_text(source / file))
+        return Network(mode="join", path=f"/proc/{target.container.pid}/ns/net")
 
     async def _ended(self, unit: Unit, handle: _RunHandle, status: ExitStatus) -> None:
         """The end of a run (from `_RunHandle.wait`): the cgroup goes, the record says exited."""

@@ -1122,3 +1122,29 @@ def test_up_builds_what_is_missing_and_rebuilds_with_build(compose: Compose) -> 
     compose.ok("up", "-d", "--build")
     assert compose.exec("app", "cat", "/message") == "second\n"
     assert compose.running_pid("app") != pid  # recreated on the new image
+
+
+def test_network_mode_service_shares_the_network_namespace(compose: Compose) -> None:
+    """`network_mode: service:web`: the container sees web's interfaces and loopback servers, resolves
+    the project's names through the same embedded DNS, and has web's /etc/hosts."""
+    compose.write("""
+        services:
+          web:
+            image: IMAGE
+            command: ["sh", "-c", "echo hello > /tmp/index.html; httpd -f -p 8080 -h /tmp"]
+          side:
+            image: IMAGE
+            network_mode: "service:web"
+            command: ["sleep", "1000"]
+          other:
+            image: IMAGE
+            command: ["sleep", "1000"]
+    """)
+    compose.ok("up", "-d")
+    assert compose.exec("side", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html") == "hello\n"
+    assert compose.exec("side", "cat", "/etc/hosts") == compose.exec("web", "cat", "/etc/hosts")
+    web_net = compose.exec("web", "cat", "/proc/net/dev").split("\n")[2:]
+    assert [line.split(":")[0] for line in compose.exec("side", "cat", "/proc/net/dev").split("\n")[2:]] == [
+        line.split(":")[0] for line in web_net
+    ]
+    assert "Address" in compose.exec("side", "nslookup", "other", "127.0.0.11")
