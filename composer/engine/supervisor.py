@@ -91,7 +91,7 @@ class Launch:
 
     spec: ContainerSpec  # without stdio and cgroup (each run has its own)
     service: str
-    aliases: tuple[str, ...] = ()  # the names the DNS answers for it besides its name and service
+    aliases: tuple[str, ...] = ()  # names on every network besides its name and service (its short id)
     networks: tuple[tuple[NetworkConfig, ServiceNetwork], ...] = ()  # in attach order
     restart: RestartPolicy = dataclasses.field(default_factory=lambda: parse_restart(None))  # "no"
     health: HealthConfig | None = None
@@ -472,11 +472,10 @@ class Supervisor:
             anonymous_volumes=anonymous,
             log_path=str(log_path(folder, cid)) if logging.enabled else None,
         )
-        aliases = tuple(dict.fromkeys(a for n in service.networks for a in n.aliases))
         launch = Launch(
             spec=spec,
             service=service.name,
-            aliases=(*aliases, *((service.container_name,) if service.container_name else ()), hostname),
+            aliases=(cid[:12],),  # Docker's DNS answers to the short id; `networks.<n>.aliases` per network
             networks=tuple(networks),
             restart=service_restart_policy(service),
             health=effective_healthcheck(
@@ -719,13 +718,16 @@ class Supervisor:
             await self.nursery.start(self._serve_dns, unit, pid, scope)
 
     def _publish_names(self, unit: Unit) -> None:
+        """The container's names on each of its networks: its name, its service's (not for a `run`),
+        its short id, and that network's `aliases`."""
+        own = {config.name: net.aliases for config, net in unit.launch.networks}
         for network, address in unit.record.networks.items():
             self.tables.table(network).add(
                 Endpoint(
                     container_id=unit.record.id,
                     container_name=unit.record.name,
                     service="" if unit.record.one_off else unit.record.service,
-                    aliases=unit.launch.aliases,
+                    aliases=(*unit.launch.aliases, *own.get(network, ())),
                     address=ipaddress.IPv4Address(address),
                 )
             )

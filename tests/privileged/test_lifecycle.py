@@ -1148,3 +1148,42 @@ def test_network_mode_service_shares_the_network_namespace(compose: Compose) -> 
         line.split(":")[0] for line in web_net
     ]
     assert "Address" in compose.exec("side", "nslookup", "other", "127.0.0.11")
+
+
+def test_names_and_aliases_per_network(compose: Compose) -> None:
+    """Each network answers for the containers on it: a container's aliases on one network are not names
+    on another, and a container on another network is not resolvable (nor reachable) at all."""
+    compose.write("""
+        services:
+          hub:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            networks:
+              front: {aliases: [front-alias]}
+              back: {aliases: [back-alias]}
+          web:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            networks: [front]
+            dns: ["127.0.0.1"]  # names it lacks go to nothing there: no query leaves the machine
+          db:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            networks: [back]
+            dns: ["127.0.0.1"]
+        networks:
+          front: {}
+          back: {}
+    """)
+    compose.ok("up", "-d")
+
+    def resolves(service: str, name: str) -> bool:
+        done = compose.run("exec", "-T", service, "nslookup", name, "127.0.0.11")
+        return done.code == 0 and "Address" in done.out.split("127.0.0.11", 1)[-1]
+
+    assert resolves("web", "hub") and resolves("web", "front-alias")
+    assert not resolves("web", "back-alias") and not resolves("web", "db")
+    assert resolves("db", "hub") and resolves("db", "back-alias")
+    assert not resolves("db", "front-alias") and not resolves("db", "web")
+    hub = compose.must("hub")
+    assert resolves("web", hub["id"][:12])  # the short id, as Docker's DNS answers
