@@ -522,18 +522,26 @@ class Supervisor:
             restart_count=unit.record.restart_count,
         )
         unit.supervision = supervision
-        await self.nursery.start(self._supervision_task, unit, supervision)
+        first = _FirstStart()
+        # The supervision belongs to the supervisor's nursery from the first moment: a request cancelled
+        # while the container starts (Ctrl-C of `up`) never leaves a running container unwatched.
+        self.nursery.start_soon(self._supervision_task, unit, supervision, first)
+        await first.done.wait()
+        if first.error is not None:
+            raise first.error
 
-    async def _supervision_task(
-        self,
-        unit: Unit,
-        supervision: Supervision,
-        *,
-        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def _supervision_task(self, unit: Unit, supervision: Supervision, first: _FirstStart) -> None:
         try:
-            await supervision.run(task_status=task_status)
+            await supervision.run(task_status=first)
+        except Exception as exc:
+            if not first.done.is_set():
+                first.error = exc  # the first start failed: its caller reports it
+            else:
+                logger().exception(
+                    "supervisor.supervision_failed", container=unit.record.name, error=str(exc)
+                )
         finally:
+            first.done.set()
             if unit.supervision is supervision:
                 unit.supervision = None
             if unit.held_ports is not None and unit.record.state not in _LIVE:
@@ -840,6 +848,17 @@ def _recorded_port(text: str) -> _PublishedPort:
     address, _, port = host.rpartition(":")
     target, _, protocol = rest.partition("/")
     return _PublishedPort(target=int(target), published=port, host_ip=address.strip("[]"), protocol=protocol)
+
+
+class _FirstStart:
+    """Stands in for a trio TaskStatus: Supervision.run calls `started` once the container runs."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+    def started(self, value: object = None) -> None:
+        self.done.set()
 
 
 class _Scopes:
