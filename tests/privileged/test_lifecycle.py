@@ -1187,3 +1187,46 @@ def test_names_and_aliases_per_network(compose: Compose) -> None:
     assert not resolves("db", "front-alias") and not resolves("db", "web")
     hub = compose.must("hub")
     assert resolves("web", hub["id"][:12])  # the short id, as Docker's DNS answers
+
+
+def test_ctrl_c_in_the_middle_of_up_detached(compose: Compose) -> None:
+    """Ctrl-C while `up -d` starts many containers: whatever had started when the signal came is stopped
+    or keeps running supervised (never a container nobody watches), and `down` then removes it all."""
+    services = "".join(f"  s{i:02d}:\n    image: {IMAGE}\n    command: [\"sleep\", \"1000\"]\n"
+                       "    stop_signal: SIGKILL\n" for i in range(16))  # fmt: skip
+    (compose.dir / "compose.yaml").write_text("services:\n" + services)
+    up = compose.popen("up", "-d")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(r["state"] == "running" for r in compose.records()):
+            time.sleep(0.02)
+        up.send_signal(signal.SIGINT)
+        finish(up)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    supervisor = compose.supervisor_pid()
+
+    def zombies() -> list[str]:
+        """The supervisor's children that ended and were not reaped (briefly normal while it cleans up)."""
+        if supervisor is None or not Path(f"/proc/{supervisor}").exists():
+            return []
+        found = []
+        for pid in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
+    deadline = time.monotonic() + 15
+    while zombies() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert zombies() == [], "containers left unwatched by the supervisor"
+    for record in compose.records():
+        if record["state"] == "running":  # still running: then it is alive and watched
+            assert Path(f"/proc/{record['pid']}").exists(), record
+    compose.ok("down", "-t", "1")
+    assert compose.records() == []
