@@ -61,6 +61,7 @@ bench: apt install peers
 	$(PY) bench/ports.py
 	$(PY) bench/build.py
 	$(PY) bench/stack_up.py
+	$(PY) bench/inception.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache .hypothesis
