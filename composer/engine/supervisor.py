@@ -804,6 +804,8 @@ class Supervisor:
             unit.held_ports = None
 
         def sync() -> None:
+            with contextlib.suppress(CgroupError, OSError):  # left by a run nobody saw end (a crash)
+                Cgroup.load(record.id).destroy()
             for volume in [*record.named_volumes, *record.anonymous_volumes.values()]:
                 with contextlib.suppress(Exception):
                     self.volumes.release(volume, record.id)
