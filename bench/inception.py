@@ -55,9 +55,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cli_tools import (
+    CommandFailed,
+    alive,
+    children,
+    clean_env,
+    composer_argv,
+    is_supervisor,
+    mounts_under,
+    no_interrupts,
+    read_json,
+    rss_kib,
+    sigterm_as_interrupt,
+    supervisors,
+)  # fmt: skip
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stacks/inception"
@@ -82,87 +97,6 @@ PEERS_FILE = REPO.parent / "shared/research/peers.md"
 
 
 # --- running composer -------------------------------------------------------------------------------------
-
-
-def composer_argv() -> list[str]:
-    script = Path(sys.executable).parent / "composer"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "composer"]
-
-
-def clean_env(work: Path, data: Path) -> dict[str, str]:
-    """No COMPOSE_/DOCKER_/COMPOSER_ variables, HOME an empty folder, a bytecode cache in `work` (with
-    PYTHONDONTWRITEBYTECODE every composer process would compile its modules again), DATA_DIR."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_", "COMPOSER_"))}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    env["HOME"] = str(work / "home")
-    env["DATA_DIR"] = str(data)
-    return env
-
-
-class CommandFailed(RuntimeError):
-    pass
-
-
-def read_json(path: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (what the records' `pid_start` holds); None if gone or a zombie."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    rest = data[data.rindex(b")") + 2 :].split()
-    return None if rest[0] == b"Z" else int(rest[19])
-
-
-def alive(record: dict[str, object]) -> bool:
-    """The record's process runs (same pid and start time, as composer's readers check)."""
-    pid, start = record.get("pid"), record.get("pid_start")
-    return isinstance(pid, int) and start is not None and _start_time(pid) == start
-
-
-def _cmdline(pid: int) -> list[bytes]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []
-
-
-def supervisors(root: Path) -> list[int]:
-    """Every `__supervise` process of `root` (scanning /proc)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            argv = _cmdline(int(entry.name))
-            if b"__supervise" in argv and str(root).encode() in argv:
-                found.append(int(entry.name))
-    return found
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    return out
 
 
 def tree_rss_kib(pid: int, limit: int = 2000) -> int:
@@ -194,7 +128,7 @@ class Stack:
         self.srcs = self.work / "srcs"
         self.root = self.work / "root"
         self.data = self.work / "data"
-        self.env = clean_env(self.work, self.data)
+        self.env = clean_env(self.work, DATA_DIR=str(self.data))
         self.domain = ""
 
     def prepare(self) -> None:
@@ -294,10 +228,10 @@ class Stack:
     def rss(self) -> tuple[float, float, float] | None:
         """(supervisor MiB, its fork-server child MiB, sum over the containers' process trees MiB)."""
         pid = self.supervisor_pid()
-        if pid is None or b"__supervise" not in _cmdline(pid):
+        if pid is None or not is_supervisor(pid, self.root):
             return None
         main = rss_kib(pid) or 0
-        helper = sum(rss_kib(c) or 0 for c in children(pid) if b"__supervise" in _cmdline(c))
+        helper = sum(rss_kib(c) or 0 for c in children(pid) if is_supervisor(c, self.root))
         containers = sum(
             tree_rss_kib(r["pid"]) for r in self.records().values() if alive(r) and isinstance(r["pid"], int)
         )
@@ -663,40 +597,6 @@ def print_report(results: Results, args: argparse.Namespace, stack: Stack) -> No
 
 
 # --- main --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def handler(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """While cleaning up: Ctrl-C and SIGTERM say so instead of cutting the cleanup short."""
-
-    def handler(_signum: int, _frame: object) -> None:
-        print("cleaning up, please wait", file=sys.stderr)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve())
-    with open("/proc/self/mountinfo") as handle:
-        found = [line.split()[4] for line in handle]
-    return [m for m in found if m == prefix or m.startswith(prefix + "/")]
 
 
 def main(argv: list[str] | None = None) -> int:

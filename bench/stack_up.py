@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -45,9 +44,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cli_tools import (
+    CommandFailed,
+    alive,
+    children,
+    clean_env,
+    composer_argv,
+    is_supervisor,
+    mounts_under,
+    no_interrupts,
+    read_json,
+    rss_kib,
+    sigterm_as_interrupt,
+)  # fmt: skip
 
 DEFAULT_SIZES = (1, 10, 50, 100)
 IMAGE = "composer-bench-busybox:latest"
@@ -122,26 +135,6 @@ def render_stack(
 
 
 # --- running composer ------------------------------------------------------------------------------------
-
-
-def composer_argv() -> list[str]:
-    script = Path(sys.executable).parent / "composer"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "composer"]
-
-
-def clean_env(work: Path) -> dict[str, str]:
-    """No COMPOSE_/DOCKER_/COMPOSER_ variables, HOME an empty folder, and a bytecode cache in `work`: with
-    PYTHONDONTWRITEBYTECODE (set on some machines) every composer process would compile its modules
-    again, which is not what an installed composer does."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_", "COMPOSER_"))}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    env["HOME"] = str(work / "home")
-    return env
-
-
-class CommandFailed(RuntimeError):
-    pass
 
 
 @dataclass
@@ -261,58 +254,6 @@ class Bench:
                 ):
                     problems.append(f"supervisor {pid} of {project} did not leave")
         return problems
-
-
-def read_json(path: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (what the records' `pid_start` holds); None if gone or a zombie."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    rest = data[data.rindex(b")") + 2 :].split()
-    return None if rest[0] == b"Z" else int(rest[19])
-
-
-def alive(record: dict[str, object]) -> bool:
-    """The record's process runs (same pid and start time, as composer's readers check)."""
-    pid, start = record.get("pid"), record.get("pid_start")
-    return isinstance(pid, int) and start is not None and _start_time(pid) == start
-
-
-def is_supervisor(pid: int, root: Path) -> bool:
-    """`pid` is a composer supervisor of our root (a check before trusting or waiting on a pid)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"__supervise" in argv and str(root).encode() in argv and _start_time(pid) is not None
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    return out
 
 
 def supervisor_rss(bench: Bench, project: str) -> tuple[float, float] | None:
@@ -577,40 +518,6 @@ def print_report(
 
 
 # --- main ---------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def handler(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """While cleaning up: Ctrl-C and SIGTERM say so instead of cutting the cleanup short."""
-
-    def handler(_signum: int, _frame: object) -> None:
-        print("cleaning up, please wait", file=sys.stderr)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path.resolve())
-    with open("/proc/self/mountinfo") as handle:
-        found = [line.split()[4] for line in handle]
-    return [m for m in found if m == prefix or m.startswith(prefix + "/")]
 
 
 def main(argv: list[str] | None = None) -> int:

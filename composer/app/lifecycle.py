@@ -581,7 +581,8 @@ def services_command(
                   file=sys.stderr)  # fmt: skip
     if not _records(layout, project.name):
         if op in ("rm", "stop", "kill", "pause", "unpause", "restart"):
-            print("No container to " + op, file=sys.stderr) if op != "stop" else None
+            if op != "stop":  # Compose's stop says nothing when nothing runs
+                print(f"No container to {op}", file=sys.stderr)
             return 0
         raise ComposerError(f"service {'/'.join(args.services) or project.name}: no container to start; "
                             "run composer up")  # fmt: skip
