@@ -513,6 +513,7 @@ async def serve(
             if on_ready is not None:
                 on_ready()
             logger().info("supervisor.ready", project=supervisor.project, pid=os.getpid())
+            nursery.start_soon(trio.to_thread.run_sync, supervisor.warm_up)
             while True:
                 if supervisor.idle() and server.clients == 0 and server.busy == 0:
                     with trio.move_on_after(linger):

@@ -195,6 +195,15 @@ class Supervisor:
             raise SupervisorError("the supervisor is not running")
         return self._nursery
 
+    def warm_up(self) -> None:
+        """What the first request would otherwise pay for on its way (sync: run it in a thread while
+        waiting for that request): the network library's import, the host's cgroup layout."""
+        from composer import network
+        from composer.runtime import cgroups
+
+        network.warm_up()
+        cgroups.host_layout()
+
     def idle(self) -> bool:
         """Nothing to watch: no container runs or waits for a restart."""
         return not any(u.record.state in _LIVE for u in self.units.values())

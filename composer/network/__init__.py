@@ -9,3 +9,10 @@ uses `NetworkManager` (composer/network/manager.py); the pieces:
     attach.py    a container's veths (peer made inside its netns as eth0..), addresses, default route
     firewall.py  composer's own nftables table: masquerade for egress, isolation between networks
 """
+
+
+def warm_up() -> None:
+    """Import pyroute2 now (about 0.1 s): the supervisor calls this in a worker thread while it waits
+    for its first request, so that the first container's network is not the one to pay for it."""
+    import pyroute2
+    import pyroute2.netlink.exceptions  # noqa: F401
