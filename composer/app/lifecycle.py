@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,6 +99,26 @@ def _ready(fd: int, message: bytes) -> None:
 
 
 def _spawn(layout: Layout, project: str, options: GlobalOptions) -> None:
+    _await_ready(layout, project, _launch_supervisor(layout, project, options))
+
+
+# project -> the read end of the ready pipe of a supervisor started ahead of its first request
+_early: dict[str, int] = {}
+
+
+def _start_early(layout: Layout, project: str, options: GlobalOptions) -> None:
+    """Start the project's supervisor now, unless one runs, without waiting for it: its start-up
+    (~0.3 s of imports) overlaps the client's own, and `_call` waits for it if it must."""
+    pid_file = layout.project_dir(project) / "supervisor.pid"
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text()), 0)
+        return
+    if project not in _early:
+        _early[project] = _launch_supervisor(layout, project, options)
+
+
+def _launch_supervisor(layout: Layout, project: str, options: GlobalOptions) -> int:
+    """Start a detached supervisor; the read end of its ready pipe."""
     folder = layout.project_dir(project)
     folder.mkdir(parents=True, exist_ok=True)
     read_fd, write_fd = os.pipe()
@@ -107,12 +128,22 @@ def _spawn(layout: Layout, project: str, options: GlobalOptions) -> None:
     if options.debug:
         argv.append("--debug")
     argv += ["__supervise", str(layout.root), project]
-    with open(folder / "supervisor.log", "ab") as out:
-        subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(write_fd,),
-            start_new_session=True, env=env, cwd="/",
-        )  # fmt: skip
-    os.close(write_fd)
+    try:
+        with open(folder / "supervisor.log", "ab") as out:
+            subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(write_fd,),
+                start_new_session=True, env=env, cwd="/",
+            )  # fmt: skip
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def _await_ready(layout: Layout, project: str, read_fd: int) -> None:
+    folder = layout.project_dir(project)
     try:
         with os.fdopen(read_fd, "rb") as reader:
             answer = reader.readline().decode(errors="replace").strip()
@@ -131,6 +162,25 @@ def _tail(path: Path, lines: int = 3) -> str:
         return ""
 
 
+def _connect(layout: Layout, project: str, options: GlobalOptions) -> socket.socket:
+    """A connection to the project's supervisor, started if none runs (sync: blocks while it starts)."""
+    from composer.engine import protocol
+
+    path = protocol.socket_path(layout.project_dir(project))
+    early = _early.pop(project, None)
+    if early is not None:
+        _await_ready(layout, project, early)
+    for attempt in range(40):
+        try:
+            return protocol.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if attempt == 0:
+                _spawn(layout, project, options)
+            else:
+                time.sleep(0.05 * attempt)
+    raise ComposerError(f"cannot reach the supervisor of project {project} ({path})")
+
+
 async def _call(
     layout: Layout,
     project: str,
@@ -139,20 +189,22 @@ async def _call(
     on_message: Any,
     fds: Sequence[int] = (),
 ) -> tuple[int, str | None]:
+    """One request to the project's supervisor from trio code (cancelling it closes the connection)."""
     import trio
 
     from composer.engine import protocol
 
-    path = protocol.socket_path(layout.project_dir(project))
-    for attempt in range(40):
-        try:
-            return await protocol.call(path, request, on_message, fds)
-        except (FileNotFoundError, ConnectionRefusedError):
-            if attempt == 0:
-                await trio.to_thread.run_sync(_spawn, layout, project, options)
-            else:
-                await trio.sleep(0.05 * attempt)
-    raise ComposerError(f"cannot reach the supervisor of project {project} ({path})")
+    sock = await trio.to_thread.run_sync(_connect, layout, project, options)
+    return await protocol.call(sock, request, on_message, fds)
+
+
+def _call_sync(
+    layout: Layout, project: str, options: GlobalOptions, request: Request, on_message: Any
+) -> tuple[int, str | None]:
+    """`_call` for the commands that need nothing else meanwhile (no trio to import)."""
+    from composer.engine import protocol
+
+    return protocol.exchange(_connect(layout, project, options), request, on_message)
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -313,6 +365,8 @@ def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, 
         raise UsageError("--force-recreate and --no-recreate are incompatible")
     project, environment, files = _load(options, cwd, environ, args.services)
     layout = _layout(options, environ)
+    if not args.dry_run:
+        _start_early(layout, project.name, options)
     up_options = UpOptions(
         services=args.services, force_recreate=args.force_recreate, no_recreate=args.no_recreate,
         always_recreate_deps=args.always_recreate_deps, no_deps=args.no_deps,
@@ -332,16 +386,11 @@ def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, 
         op="up", project=project, environ=environment, up=up_options, timeout=args.timeout,
         wait=args.wait, wait_timeout=args.wait_timeout, compose_files=files,
     )  # fmt: skip
-    import trio
-
     progress = Progress(project)
     if args.detach or args.no_start:
+        return _finish(*_call_sync(layout, project.name, options, request, progress))
+    import trio
 
-        async def detached() -> int:
-            code, error = await _call(layout, project.name, options, request, progress)
-            return _finish(code, error)
-
-        return trio.run(detached)
     return trio.run(_attached, layout, project, options, args, request, progress)
 
 
@@ -528,7 +577,6 @@ async def _attached(
 
 def down(options: GlobalOptions, args: DownArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
     """`composer down`: stop and remove the project's containers and networks (-v: volumes too)."""
-    import trio
 
     from composer.engine.protocol import Request
 
@@ -549,12 +597,7 @@ def down(options: GlobalOptions, args: DownArgs, *, cwd: str, environ: Mapping[s
         return 0
     request = Request(op="down", project=project, environ=environment, volumes=args.volumes,
                       remove_orphans=args.remove_orphans, rmi=args.rmi, timeout=args.timeout)  # fmt: skip
-
-    async def main() -> int:
-        code, error = await _call(layout, project.name, options, request, Progress(project))
-        return _finish(code, error)
-
-    return trio.run(main)
+    return _finish(*_call_sync(layout, project.name, options, request, Progress(project)))
 
 
 # --- start, stop, restart, kill, pause, unpause, rm ------------------------------------------------------
@@ -563,7 +606,6 @@ def down(options: GlobalOptions, args: DownArgs, *, cwd: str, environ: Mapping[s
 def services_command(
     options: GlobalOptions, args: ServicesArgs, *, cwd: str, environ: Mapping[str, str]
 ) -> int:
-    import trio
 
     from composer.engine.protocol import Request
     from composer.engine.translate import parse_signal
@@ -587,16 +629,13 @@ def services_command(
         raise ComposerError(f"service {'/'.join(args.services) or project.name}: no container to start; "
                             "run composer up")  # fmt: skip
 
-    async def main() -> int:
-        progress = Progress(project)
-        if op == "rm" and args.stop:
-            stop = Request(op="stop", project=project, services=args.services, timeout=args.timeout)
-            _finish(*await _call(layout, project.name, options, stop, progress))
-        request = Request(op=op, project=project, environ=environment, services=args.services,
-                          timeout=args.timeout, signal=sig, volumes=args.volumes)  # fmt: skip
-        return _finish(*await _call(layout, project.name, options, request, progress))
-
-    return trio.run(main)
+    progress = Progress(project)
+    if op == "rm" and args.stop:
+        stop = Request(op="stop", project=project, services=args.services, timeout=args.timeout)
+        _finish(*_call_sync(layout, project.name, options, stop, progress))
+    request = Request(op=op, project=project, environ=environment, services=args.services,
+                      timeout=args.timeout, signal=sig, volumes=args.volumes)  # fmt: skip
+    return _finish(*_call_sync(layout, project.name, options, request, progress))
 
 
 # --- ps --------------------------------------------------------------------------------------------------

@@ -19,15 +19,18 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from composer.engine.plan import UpOptions
 from composer.errors import ComposerError
 from composer.spec.model import Project
 
-__all__ = ["Request", "call", "receive_frame", "receive_request", "send_frame", "socket_path"]
+if TYPE_CHECKING:
+    import trio
+
+__all__ = [
+    "Request", "call", "connect", "exchange", "receive_frame", "receive_request", "send_frame", "socket_path"
+]  # fmt: skip
 
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 256 << 20
@@ -60,12 +63,19 @@ class Request:
 # -- frames ------------------------------------------------------------------------------------------------
 
 
-async def send_frame(stream: trio.SocketStream, message: Any, fds: Sequence[int] = ()) -> None:
+def _frame(message: Any) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    frame = _HEADER.pack(len(data)) + data
+    return _HEADER.pack(len(data)) + data
+
+
+def _rights(fds: Sequence[int]) -> list[tuple[int, int, array.array[int]]]:
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+
+
+async def send_frame(stream: trio.SocketStream, message: Any, fds: Sequence[int] = ()) -> None:
+    frame = _frame(message)
     if fds:  # the descriptors ride on the frame's first bytes (a `run` hands over its stdio)
-        rights = array.array("i", fds)
-        sent = await stream.socket.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+        sent = await stream.socket.sendmsg([frame], _rights(fds))
         frame = frame[sent:]
     if frame:
         await stream.send_all(frame)
@@ -129,17 +139,69 @@ async def receive_frame(stream: trio.SocketStream) -> Any:
 
 
 async def call(
-    path: Path, request: Request, on_message: Callable[[dict[str, Any]], None], fds: Sequence[int] = ()
+    sock: socket.socket,
+    request: Request,
+    on_message: Callable[[dict[str, Any]], None],
+    fds: Sequence[int] = (),
 ) -> tuple[int, str | None]:
-    """Send `request` (with `fds`, for `run`); hand every message to `on_message`; return (exit code,
-    error). Cancelling the call closes the connection: a `run` or `watch` then ends on the other side."""
-    stream = await trio.open_unix_socket(str(path))
+    """Send `request` on the connected `sock` (with `fds`, for `run`); hand every message to
+    `on_message`; return (exit code, error). Cancelling the call closes the connection: a `run` or
+    `watch` then ends on the other side."""
+    import trio
+
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
     async with stream:
         await send_frame(stream, request, fds)
         while True:
             message = await receive_frame(stream)
             if message is None:
-                return 1, "the supervisor went away before answering"
+                return _GONE
             if "result" in message:
                 return int(message["result"]), message.get("error")
             on_message(message)
+
+
+def exchange(
+    sock: socket.socket,
+    request: Request,
+    on_message: Callable[[dict[str, Any]], None],
+    fds: Sequence[int] = (),
+) -> tuple[int, str | None]:
+    """`call` without trio, for the commands that only send one request and print what comes back
+    (trio's import is ~70 ms of such a command). Ctrl-C closes the connection, as cancelling does."""
+    with sock:
+        frame = _frame(request)
+        if fds:
+            frame = frame[sock.sendmsg([frame], _rights(fds)) :]
+        sock.sendall(frame)
+        reader = sock.makefile("rb")
+        with reader:
+            while True:
+                header = reader.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    return _GONE
+                (size,) = _HEADER.unpack(header)
+                if size > _MAX_FRAME:
+                    raise ComposerError(f"control socket: frame of {size} bytes refused")
+                data = reader.read(size)
+                if len(data) < size:
+                    return _GONE
+                message = pickle.loads(data)
+                if "result" in message:
+                    return int(message["result"]), message.get("error")
+                on_message(message)
+
+
+def connect(path: Path) -> socket.socket:
+    """A connection to the supervisor's socket (FileNotFoundError / ConnectionRefusedError when
+    none listens there)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(str(path))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_GONE = (1, "the supervisor went away before answering")

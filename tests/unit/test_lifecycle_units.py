@@ -122,7 +122,8 @@ def test_scale_flags() -> None:
         _scale(["web"])
 
 
-def test_control_frames_round_trip_a_request_and_its_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["trio", "sync"])
+def test_control_frames_round_trip_a_request_and_its_answers(tmp_path: Path, client: str) -> None:
     async def main() -> None:
         path = tmp_path / "s.sock"
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
@@ -141,7 +142,13 @@ def test_control_frames_round_trip_a_request_and_its_answers(tmp_path: Path) -> 
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server)
-            result = await protocol.call(path, protocol.Request(op="stop", services=("web",)), got.append)
+            request = protocol.Request(op="stop", services=("web",))
+            if client == "trio":
+                result = await protocol.call(protocol.connect(path), request, got.append)
+            else:  # the plain-socket client, as `down` or `up -d` use it
+                result = await trio.to_thread.run_sync(
+                    protocol.exchange, protocol.connect(path), request, got.append
+                )
         assert result == (3, "boom")
         assert got == [{"event": {"action": "stop"}}]
         sock.close()
