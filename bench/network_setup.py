@@ -1,6 +1,6 @@
 """Per-container network setup and teardown time, for N containers on one network.
 
-    sudo .venv/bin/python bench/network_setup.py [--sizes 1,10,50] [--rounds 3]
+    sudo .venv/bin/python bench/network_setup.py [--sizes 1,10,50] [--rounds 3] [--ipv6]
 
 Needs root and nft. Each "container" is a process in its own netns (`unshare --net sleep`, spawned
 before the clock starts), so the numbers are composer/network's alone: `NetworkManager.attach(name,
@@ -34,12 +34,14 @@ from composer.network.ipam import Pool
 from composer.network.manager import Attachment, NetworkConfig, NetworkManager
 
 POOLS = (Pool(IPv4Network("10.213.0.0/16"), 16),)
+SUBNET6 = "fd42:be9c:1::/64"  # --ipv6: an enable_ipv6 network (a second address and route per container)
 
 
-async def one_round(root: Path, n: int) -> dict[str, float]:
+async def one_round(root: Path, n: int, ipv6: bool = False) -> dict[str, float]:
     manager = NetworkManager(root, pools=POOLS)
     t0 = time.perf_counter()
-    net = await manager.ensure_network(NetworkConfig(name="bench_default"))
+    config = NetworkConfig(name="bench_default", ipv6=ipv6, subnet6=SUBNET6 if ipv6 else None)
+    net = await manager.ensure_network(config)
     t_net = time.perf_counter() - t0
     procs = [subprocess.Popen(["unshare", "--net", "sleep", "600"]) for _ in range(n)]
     attachments: list[Attachment] = []
@@ -87,6 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,50")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ipv6", action="store_true", help=f"enable_ipv6 on the network ({SUBNET6})")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
@@ -106,7 +109,7 @@ def main() -> int:
             rows = []
             for _ in range(args.rounds):
                 with tempfile.TemporaryDirectory(prefix="composer-bench-net-") as tmp:
-                    rows.append(trio.run(one_round, Path(tmp), n))
+                    rows.append(trio.run(one_round, Path(tmp), n, args.ipv6))
             med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
             print(
                 f"{n:>4} | {med['setup']:>12.2f} | {med['setup_p90']:>6.2f} | {med['teardown']:>15.3f} | "

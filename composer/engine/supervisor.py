@@ -61,7 +61,7 @@ from composer.engine.translate import anonymous_volumes, config_targets, contain
 from composer.errors import ComposerError
 from composer.image.store import Image, ImageStore
 from composer.log import logger
-from composer.network.dns import Endpoint, NameTables, serve_dns, upstreams_for
+from composer.network.dns import Endpoint, Link, NameTables, parse_links, serve_dns, upstreams_for
 from composer.network.hosts import hosts_file, resolv_conf, rewrite_in_place
 from composer.network.manager import NetworkConfig, NetworkHandle, NetworkManager
 from composer.network.ports import ContainerPorts, HeldPorts, PortPublisher, reserve
@@ -103,6 +103,7 @@ class Launch:
     domainname: str = ""
     extra_hosts: tuple[str, ...] = ()
     join: str = ""  # network_mode `service:NAME` or `container:NAME`: whose network namespace it shares
+    links: tuple[Link, ...] = ()  # `links` and `external_links`: names only this container resolves
 
 
 @dataclass(eq=False)
@@ -116,6 +117,8 @@ class Unit:
     health: HealthMonitor | None = None
     held_ports: HeldPorts | None = None
     stdio: Stdio | None = None  # `run` in the foreground: the client's own descriptors, no log file
+    netns_inode: int | None = None  # its last run's network namespace (see Supervisor._kept_netns)
+    addresses6: dict[str, str] = field(default_factory=dict)  # network -> IPv6 address (enable_ipv6)
     generation: int = 0
     last_exit: ExitStatus | None = None
     changed: trio.Event = field(default_factory=trio.Event)
@@ -498,6 +501,7 @@ class Supervisor:
             domainname=service.domainname or "",
             extra_hosts=service.extra_hosts,
             join=mode if mode.startswith(("service:", "container:")) else "",
+            links=() if one_off else parse_links(service.links, service.external_links),
         )
         self.records.save(record)
         self.records.save_launch(cid, launch)
@@ -612,6 +616,7 @@ class Supervisor:
                         writes[stream] = os.open(path, os.O_RDWR | os.O_CLOEXEC)
                         fifos.append(writes[stream])
             if adopted is None:
+                kept = ""
                 cgroup = Cgroup.create(record.id, launch.resources)
                 stdio = unit.stdio or Stdio(stdout=writes.get("stdout"), stderr=writes.get("stderr"))
                 spec = dataclasses.replace(launch.spec, stdio=stdio, cgroup=cgroup)
@@ -623,8 +628,10 @@ class Supervisor:
                         launch, spec=dataclasses.replace(launch.spec, network=joined)
                     )
                     self.records.save_launch(record.id, unit.launch)
+                elif launch.networks and (kept := self._kept_netns(unit)):
+                    spec = dataclasses.replace(spec, network=Network(mode="join", path=kept))
                 container = await self.runtime.start(
-                    spec, before_go=lambda pid: self._attach(unit, pid, scope)
+                    spec, before_go=lambda pid: self._attach(unit, pid, scope, reuse=bool(kept))
                 )
                 for stream in ("stdout", "stderr"):
                     if stream in writes:
@@ -679,6 +686,23 @@ class Supervisor:
             rewrite_in_place(mine / file, _read_text(source / file))
         return Network(mode="join", path=f"/proc/{target.container.pid}/ns/net")
 
+    def _kept_netns(self, unit: Unit) -> str:
+        """The network namespace of the container's last run, if it outlived that run: a container that
+        shares it (`network_mode: service:X` / `container:X`) still runs in it. The container then starts
+        in it again, with its veths, addresses and routes as they are, so that the containers sharing
+        it keep their network across its restarts (Docker makes a new one, and leaves them cut off:
+        docker/compose#6626, #10263). "" when there is none (a new one is made)."""
+        if unit.netns_inode is None:
+            return ""
+        for other in self.units.values():
+            if other is unit or other.container is None or not other.launch.join:
+                continue
+            path = f"/proc/{other.container.pid}/ns/net"
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == unit.netns_inode:
+                    return path
+        return ""
+
     async def _ended(self, unit: Unit, handle: _RunHandle, status: ExitStatus) -> None:
         """The end of a run (from `_RunHandle.wait`): the cgroup goes, the record says exited."""
         record = unit.record
@@ -697,19 +721,25 @@ class Supervisor:
         self._changed(unit)
         logger().info("container.exited", container=record.name, code=status.code)
 
-    async def _attach(self, unit: Unit, pid: int, scope: _Scopes) -> None:
+    async def _attach(self, unit: Unit, pid: int, scope: _Scopes, *, reuse: bool = False) -> None:
         """Before the process may go on: its veths, /etc/hosts with its addresses, its DNS server (so
-        that a lookup as the very first thing it does is answered, as in Docker)."""
+        that a lookup as the very first thing it does is answered, as in Docker). `reuse`: it runs in
+        its previous run's netns (`_kept_netns`), whose veths are kept when they are all there."""
         if not unit.launch.networks:
             return
+        with contextlib.suppress(OSError):
+            unit.netns_inode = os.stat(f"/proc/{pid}/ns/net").st_ino
         pairs = [(await self.network_handle(config), net) for config, net in unit.launch.networks]
-        attachment = await self.networks.attach(unit.record.name, pid, pairs)
+        attachment = await self.networks.attach(unit.record.name, pid, pairs, reuse=reuse)
         addresses = attachment.addresses
         unit.record.networks = {name: str(ip) for name, ip in addresses.items()}
+        unit.addresses6 = {name: str(ip) for name, ip in attachment.addresses6.items()}
         self._publish_names(unit)
+        order = [c.name for c, _ in unit.launch.networks]
         text = hosts_file(
             hostname=unit.launch.hostname, domainname=unit.launch.domainname,
-            addresses=[str(addresses[c.name]) for c, _ in unit.launch.networks if c.name in addresses],
+            addresses=[str(addresses[n]) for n in order if n in addresses]
+            + [unit.addresses6[n] for n in order if n in unit.addresses6],
             extra_hosts=unit.launch.extra_hosts,
         )  # fmt: skip
         rewrite_in_place(self.layout.container_dir(unit.record.id) / "hosts", text)
@@ -720,16 +750,50 @@ class Supervisor:
     ) -> None:
         """The run's DNS server, in the supervisor's nursery, until the run's `scope` is cancelled."""
         netns = f"/proc/{pid}/ns/net"
-        view = self.tables.view(unit.record.networks)
+        view = self.tables.view(unit.record.networks, self._links(unit))
         upstreams = upstreams_for(_read_text(HOST_RESOLV_CONF), dns=unit.launch.dns, container_netns=netns)
         with scope.new():
             await serve_dns(netns, view, upstreams, task_status=task_status)
+
+    def _links(self, unit: Unit) -> tuple[Link, ...]:
+        """The container's links; an external link to a container this supervisor does not run (another
+        project's, on a shared network) gets that container's addresses from IPAM, as they are now."""
+        links = getattr(unit.launch, "links", ())
+        if not any(link.container for link in links):
+            return links
+        ours = {u.record.name for u in self.units.values()}
+        records = {r.name: r for r in self.networks.networks()}
+        out = []
+        for link in links:
+            if link.container and link.container not in ours:
+                found = [records[n].address_of(link.container) for n in unit.record.networks if n in records]
+                address = next((a for a in found if a is not None), None)
+                found6 = [
+                    records[n].address6_of(link.container) for n in unit.record.networks if n in records
+                ]
+                link = dataclasses.replace(link, address6=next((a for a in found6 if a is not None), None))
+                if address is None:
+                    logger().warning(
+                        "network.external_link_unresolved", container=unit.record.name, link=link.container,
+                        detail="no container of that name on a network this container is on",
+                    )  # fmt: skip
+                link = dataclasses.replace(link, address=address)
+            out.append(link)
+        return tuple(out)
 
     async def _attach_known(self, unit: Unit, pid: int, scope: _Scopes) -> None:
         """An adopted container's veths are there: the name tables need its addresses again, and its
         netns a DNS server."""
         for config, _ in unit.launch.networks:
             await self.network_handle(config)
+        if unit.launch.networks:
+            with contextlib.suppress(OSError):
+                unit.netns_inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+            records = {r.name: r for r in self.networks.networks()}
+            found = {
+                n: records[n].address6_of(unit.record.name) for n in unit.record.networks if n in records
+            }
+            unit.addresses6 = {n: str(a) for n, a in found.items() if a is not None}
         self._publish_names(unit)
         if unit.record.networks:
             await self.nursery.start(self._serve_dns, unit, pid, scope)
@@ -746,6 +810,9 @@ class Supervisor:
                     service="" if unit.record.one_off else unit.record.service,
                     aliases=(*unit.launch.aliases, *own.get(network, ())),
                     address=ipaddress.IPv4Address(address),
+                    address6=ipaddress.IPv6Address(unit.addresses6[network])
+                    if network in unit.addresses6
+                    else None,
                 )
             )
 
@@ -807,6 +874,10 @@ class Supervisor:
             raise SupervisorError(f"container {unit.record.name} is {unit.record.state}: stop it first")
         record = unit.record
         await self.networks.release(record.name)
+        for config, _ in unit.launch.networks:
+            if config.external:  # never removed by `down`: forget it (and put its bridge's sysctls back)
+                self._handles.pop(config.name, None)
+                await self.networks.remove_network_if_unused(config.name)
         self.tables.remove_container(record.id)
         if unit.held_ports is not None:
             unit.held_ports.close()
@@ -992,7 +1063,7 @@ class _RunHandle:
             if self.adopted and record.ports:  # the host ports it has (an ephemeral one stays the same)
                 ports = [_recorded_port(text) for text in record.ports]
             wanted = [ContainerPorts(container=record.name, service=record.service, ports=ports)]
-            reservation = reserve(wanted, taken=())
+            reservation = reserve(wanted, taken=(), dual_stack=True)
             unit.held_ports = reservation.take(record.name)
         held = unit.held_ports
         first = unit.launch.networks[0][0].name

@@ -7,7 +7,8 @@ uses `NetworkManager` (composer/network/manager.py); the pieces:
     bridge.py    one Linux bridge per network (`cmp-<hash>`, full name in ifalias); the host's routes
     netns.py     fork-free netns access: a netlink socket opened in a netns from a thread; pins
     attach.py    a container's veths (peer made inside its netns as eth0..), addresses, default route
-    firewall.py  composer's own nftables table: masquerade for egress, isolation between networks
+    firewall.py  composer's own nftables tables (ip, ip6): masquerade for egress, isolation, DNAT
+    sysctl.py    host sysctls composer changes (route_localnet, IPv6 forwarding), put back on `down`
 """
 
 

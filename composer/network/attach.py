@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from composer.errors import ComposerError
 from composer.network.netns import entered, ipr_in, short_name
@@ -30,6 +30,7 @@ __all__ = [
     "AttachError",
     "InterfacePlan",
     "InterfaceRequest",
+    "attached",
     "mac_for",
     "plan_interfaces",
     "setup",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 VETH_PREFIX = "cmv"
+IFA_F_NODAD = 0x02  # addresses IPAM hands out are unique: no duplicate address detection (no 1-2 s wait)
 _NETNS_SYSCTLS = (
     ("net/ipv4/ip_unprivileged_port_start", "0"),
     ("net/ipv4/ping_group_range", "0 2147483647"),
@@ -62,6 +64,8 @@ class InterfaceRequest:
     interface_name: str | None = None
     priority: int = 0  # higher first: the order of eth0, eth1, ...
     gw_priority: int = 0  # the default route goes through the highest (first on a tie)
+    address6: IPv6Interface | None = None  # an IPv6 network's
+    gateway6: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,14 +179,28 @@ def setup(container: str, netns_fd: int, plans: Sequence[InterfacePlan], *, sysc
                     except NetlinkError as exc:
                         if exc.code != errno.EEXIST:
                             raise
-                    inside.link("set", index=index, state="up")
-                for plan in plans:
-                    if plan.default_route:
+                    if req.address6 is not None:
                         try:
-                            inside.route("add", dst="0.0.0.0/0", gateway=str(plan.request.gateway))
+                            inside.addr(
+                                "add", index=index, address=str(req.address6.ip),
+                                prefixlen=req.address6.network.prefixlen, flags=IFA_F_NODAD,
+                            )  # fmt: skip
                         except NetlinkError as exc:
                             if exc.code != errno.EEXIST:
                                 raise
+                    inside.link("set", index=index, state="up")
+                routes = [("0.0.0.0/0", str(p.request.gateway)) for p in plans if p.default_route]
+                asked = [p.request for p in plans]
+                routed6 = [r for r in asked if not r.internal and r.address6 and r.gateway6]
+                if routed6:  # the IPv6 default route: the highest gw_priority, the first on a tie
+                    best = max(routed6, key=lambda r: r.gw_priority)
+                    routes.append(("::/0", str(best.gateway6)))
+                for dst, gateway in routes:
+                    try:
+                        inside.route("add", dst=dst, gateway=gateway)
+                    except NetlinkError as exc:
+                        if exc.code != errno.EEXIST:
+                            raise
             finally:
                 inside.close()
             if sysctls:
@@ -196,6 +214,37 @@ def setup(container: str, netns_fd: int, plans: Sequence[InterfacePlan], *, sysc
         except (NetlinkError, OSError) as exc:
             _delete_quietly(host, made)
             raise AttachError(f"container {container}: network setup: {_err(exc)}") from None
+
+
+def attached(netns_fd: int, plans: Sequence[InterfacePlan]) -> bool:
+    """Whether the netns already has these interfaces, each up with its address, and their host ends
+    on their bridges (a container started again in its previous run's netns)."""
+    if not all(
+        os.path.exists(f"/sys/class/net/{p.host_ifname}/brport")
+        and _master_index(p.host_ifname) == p.request.bridge_index
+        for p in plans
+    ):
+        return False
+    inside = ipr_in(netns_fd)
+    try:
+        for plan in plans:
+            found = inside.link_lookup(ifname=plan.ifname)
+            if not found:
+                return False
+            held = {a.get_attr("IFA_ADDRESS") for a in inside.get_addr(index=int(found[0]))}
+            if str(plan.request.address.ip) not in held:
+                return False
+    finally:
+        inside.close()
+    return True
+
+
+def _master_index(ifname: str) -> int:
+    try:
+        with open(f"/sys/class/net/{ifname}/master/ifindex") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return -1
 
 
 def _delete_quietly(host: object, names: Sequence[str]) -> None:

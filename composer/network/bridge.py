@@ -15,7 +15,7 @@ import errno
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
 
 from composer.errors import ComposerError
 from composer.network.netns import short_name
@@ -29,10 +29,12 @@ __all__ = [
     "delete_bridge",
     "ensure_bridge",
     "host_networks",
+    "host_networks6",
     "lookup_bridge",
 ]
 
 BRIDGE_PREFIX = "cmp-"
+IFA_F_NODAD = 0x02  # an address we own on a bridge we made: no duplicate address detection (no delay)
 ALIAS_PREFIX = "composer:"
 
 
@@ -59,10 +61,17 @@ def _netlink_code(exc: BaseException) -> int:
 
 
 def ensure_bridge(
-    ifname: str, *, alias: str, gateway: IPv4Address, subnet: IPv4Network, mtu: int | None
+    ifname: str,
+    *,
+    alias: str,
+    gateway: IPv4Address,
+    subnet: IPv4Network,
+    mtu: int | None,
+    gateway6: IPv6Address | None = None,
+    subnet6: IPv6Network | None = None,
 ) -> int:
     """Create the bridge if missing (another process may race us: EEXIST is fine), give it the
-    gateway address, bring it up; returns its index."""
+    gateway address (and the IPv6 one), bring it up; returns its index."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -97,6 +106,20 @@ def ensure_bridge(
                     f"bridge {ifname} ({alias}): address {gateway}/{subnet.prefixlen}: "
                     f"{errno.errorcode.get(exc.code, exc)}"
                 ) from None
+        if gateway6 is not None and subnet6 is not None:
+            disable = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
+            with open(disable) as handle:
+                if handle.read().strip() != "0":
+                    raise BridgeError(f"bridge {ifname} ({alias}): IPv6 is disabled on this host")
+            try:
+                prefix = subnet6.prefixlen
+                ipr.addr("add", index=index, address=str(gateway6), prefixlen=prefix, flags=IFA_F_NODAD)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise BridgeError(
+                        f"bridge {ifname} ({alias}): address {gateway6}/{subnet6.prefixlen}: "
+                        f"{errno.errorcode.get(exc.code, exc)}"
+                    ) from None
         ipr.link("set", index=index, state="up", ifalias=ALIAS_PREFIX + alias)
         return index
 
@@ -175,4 +198,30 @@ def host_networks(*, exclude: Collection[str] = ()) -> list[IPv4Network]:
             local = addr.get_attr("IFA_ADDRESS")
             if local:
                 out.add(IPv4Network(f"{local}/{addr['prefixlen']}", strict=False))
+    return sorted(out, key=lambda n: (n.network_address, n.prefixlen))
+
+
+def host_networks6(*, exclude: Collection[str] = ()) -> list[IPv6Network]:
+    """The IPv6 twin of `host_networks`: routes of the main table and interface subnets, without the
+    default route, link-local and multicast ones, and those of the links in `exclude`."""
+    from pyroute2 import IPRoute
+
+    out: set[IPv6Network] = set()
+    with IPRoute() as ipr:
+        names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+        ours = {index for index, name in names.items() if name in exclude}
+        found = [
+            (route.get_attr("RTA_OIF"), route.get_attr("RTA_DST"), route["dst_len"])
+            for route in ipr.get_routes(family=socket.AF_INET6, table=254)
+        ]
+        found += [
+            (addr["index"], addr.get_attr("IFA_ADDRESS"), addr["prefixlen"])
+            for addr in ipr.get_addr(family=socket.AF_INET6)
+        ]
+    for index, dst, length in found:
+        if index in ours or not dst or not length:
+            continue
+        network = IPv6Network(f"{dst}/{length}", strict=False)
+        if not (network.is_link_local or network.is_multicast or network.is_loopback):
+            out.add(network)
     return sorted(out, key=lambda n: (n.network_address, n.prefixlen))

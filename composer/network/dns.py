@@ -9,10 +9,12 @@
 
 What a container asks 127.0.0.11 (UDP and TCP port 53, in its own netns) and what it gets:
 - A/AAAA of a name on one of its networks: the service name (every replica; the order rotates on
-  each answer), the container name, aliases (`networks.<n>.aliases`, `links`), and any of those
-  followed by `.<network name>`. The first network of the view that knows the name answers (Docker's
-  order). A name that is known but has no address of the asked type (AAAA on an IPv4 network, MX, ...)
-  gets an empty NOERROR, never a forward.
+  each answer), the container name, aliases (`networks.<n>.aliases`), and any of those followed by
+  `.<network name>`. The first network of the view that knows the name answers (Docker's order).
+  Link aliases (`links: ["db:database"]`: the linked service's containers; `external_links`: a
+  container, of any project) belong to the view of the linking container only, and are looked up
+  before the networks' names (Docker's order too). A name that is known but has no address of the
+  asked type (AAAA on an IPv4 network, MX, ...) gets an empty NOERROR, never a forward.
 - PTR of a container's address: `<container name>.<network>.`.
 - Any other single-label name: NXDOMAIN (so `ndots:0` plus a `search` list moves on at once).
 - Everything else goes to the upstream resolvers, tried in order with a timeout each; SERVFAIL when
@@ -64,12 +66,14 @@ __all__ = [
     "DnsError",
     "DnsServer",
     "Endpoint",
+    "Link",
     "NameTable",
     "NameTables",
     "ResolverView",
     "Upstream",
     "answer",
     "bind_dns_sockets",
+    "parse_links",
     "run_in_netns",
     "serve_dns",
     "udp_payload",
@@ -194,9 +198,9 @@ class NameTables:
             found = self._tables[network] = NameTable(network)
         return found
 
-    def view(self, networks: Iterable[str]) -> ResolverView:
-        """What a container on `networks` (in its network order) resolves."""
-        return ResolverView(tables=tuple(self.table(n) for n in networks))
+    def view(self, networks: Iterable[str], links: Iterable[Link] = ()) -> ResolverView:
+        """What a container on `networks` (in its network order), with `links`, resolves."""
+        return ResolverView(tables=tuple(self.table(n) for n in networks), links=tuple(links))
 
     def drop(self, network: str) -> None:
         self._tables.pop(network, None)
@@ -207,16 +211,63 @@ class NameTables:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Link:
+    """A name only one container resolves (Docker's link alias on a user-defined network): `alias`
+    (`links: ["db:database"]` gives `database`) stands for the containers of `service` (links), or
+    for the container `container` (external_links), on the networks the linking container shares
+    with them."""
+
+    alias: str
+    service: str = ""
+    container: str = ""
+    # an external container this supervisor does not run (another project's): its addresses, from IPAM
+    address: ipaddress.IPv4Address | None = None
+    address6: ipaddress.IPv6Address | None = None
+
+    def matches(self, endpoint: Endpoint) -> bool:
+        if self.service:
+            return endpoint.service == self.service
+        return _norm(endpoint.container_name) == _norm(self.container)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResolverView:
-    """The tables of the networks one container is on, first network first."""
+    """The tables of the networks one container is on, first network first, and its links."""
 
     tables: tuple[NameTable, ...] = ()
+    links: tuple[Link, ...] = ()
 
     def lookup(self, name: str) -> tuple[Endpoint, ...]:
+        if self.links:  # link aliases first, as Docker's resolver does
+            found = self._linked(_norm(name))
+            if found:
+                return found
         for table in self.tables:
             found = table.lookup(name)
             if found:
                 return found
+        return ()
+
+    def _linked(self, key: str) -> tuple[Endpoint, ...]:
+        for table in self.tables:
+            bare = key
+            if key.endswith(table._suffix):
+                bare = key[: -len(table._suffix)]
+            for link in self.links:
+                if _norm(link.alias) in (key, bare):
+                    target = link.service or link.container
+                    found = tuple(e for e in table.lookup(target) if link.matches(e))
+                    if found:
+                        return found
+        for link in self.links:
+            if _norm(link.alias) == key and (link.address is not None or link.address6 is not None):
+                endpoint = Endpoint(
+                    container_id=f"link:{link.container}",
+                    container_name=link.container,
+                    address=link.address,
+                    address6=link.address6,
+                )
+                return (endpoint,)
         return ()
 
     def reverse(self, address: Address) -> str | None:
@@ -225,6 +276,18 @@ class ResolverView:
             if name is not None:
                 return name
         return None
+
+
+def parse_links(links: Iterable[str] = (), external_links: Iterable[str] = ()) -> tuple[Link, ...]:
+    """A service's `links` (`SERVICE[:ALIAS]`) and `external_links` (`CONTAINER[:ALIAS]`) as Links."""
+    out = []
+    for text in links:
+        target, _, alias = text.partition(":")
+        out.append(Link(alias=alias or target, service=target))
+    for text in external_links:
+        target, _, alias = text.partition(":")
+        out.append(Link(alias=alias or target, container=target))
+    return tuple(out)
 
 
 # -- answers (pure) --------------------------------------------------------------------------------------

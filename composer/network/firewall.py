@@ -19,6 +19,10 @@
         ip saddr 127.0.0.0/8 oifname @bridges masquerade      # 127.0.0.1:P -> a container
         ct status dnat iifname @bridges oifname @bridges masquerade   # hairpin: container -> host:P
       }
+      chain guard {                       # route_localnet=1 on the bridges must not open the host's
+        type filter hook prerouting priority raw; policy accept;      # loopback to the containers
+        iifname @bridges ip daddr 127.0.0.0/8 drop                    # (checked before de-NAT)
+      }
       chain prerouting { type nat hook prerouting priority dstnat; fib daddr type local jump ports }
       chain output     { type nat hook output priority -100; fib daddr type local jump ports }
       chain ports {
@@ -40,9 +44,10 @@ one atomic `nft -f -` transaction that touches nothing else, with no rule handle
 Published ports follow the same pattern (composer/network/ports.py): a container's DNAT rules live
 in its own `pub-<container>` chain, reached through map elements keyed by (address,) protocol and
 port, added and removed in one transaction. The output chain is what makes 127.0.0.1:P work (with
-`route_localnet=1` on the bridge, which ports.py sets); its masquerade gives the container a source
-it can answer. Published ports are reachable from other composer networks (they are public on the
-host anyway), but never routed into an `internal` network from outside. The
+`route_localnet=1` on the bridge, which manager.py sets and sysctl.py puts back); its masquerade gives
+the container a source it can answer; the guard chain keeps the bridges' route_localnet from letting a
+container reach the host's 127.0.0.1. Published ports are reachable from other composer networks
+(they are public on the host anyway), but never routed into an `internal` network from outside. The
 host's own tables (Docker's, anyone's) and its policies are never touched; the table goes away with
 the last network. Note: an `accept` here does not override a `drop` in another base chain (for
 example iptables' FORWARD policy DROP set by dockerd); `foreign_forward_drop()` detects that case so
@@ -57,7 +62,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from composer.errors import ComposerError
 
@@ -96,9 +101,36 @@ def _base() -> str:
         f"add chain ip {TABLE} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}\n"
         f"flush chain ip {TABLE} prerouting\n"
         f"add rule ip {TABLE} prerouting fib daddr type local jump ports\n"
+        f"add chain ip {TABLE} guard {{ type filter hook prerouting priority raw; policy accept; }}\n"
+        f"flush chain ip {TABLE} guard\n"
+        f"add rule ip {TABLE} guard iifname @bridges ip daddr 127.0.0.0/8 drop\n"
         f"add chain ip {TABLE} output {{ type nat hook output priority -100; policy accept; }}\n"
         f"flush chain ip {TABLE} output\n"
         f"add rule ip {TABLE} output fib daddr type local jump ports\n"
+    )
+
+
+def _family(subnet: IPv4Network | IPv6Network) -> str:
+    return "ip" if subnet.version == 4 else "ip6"
+
+
+def _base6() -> str:
+    """The IPv6 twin (`table ip6 composer`) for `enable_ipv6` networks: isolation and masquerade the
+    same way (no published ports: IPv6 host addresses are served by the proxy, ports.py)."""
+    t = f"ip6 {TABLE}"
+    return (
+        f"add table {t}\n"
+        f"add set {t} bridges {{ type ifname; }}\n"
+        f"add set {t} internal {{ type ifname; }}\n"
+        f"add set {t} egress_nets {{ type ipv6_addr; flags interval; }}\n"
+        f"add map {t} jumps {{ type ifname : verdict; }}\n"
+        f"add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}\n"
+        f"flush chain {t} forward\n"
+        f"add rule {t} forward iifname vmap @jumps\n"
+        f"add rule {t} forward oifname @internal drop\n"
+        f"add chain {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n"
+        f"flush chain {t} postrouting\n"
+        f"add rule {t} postrouting ip6 saddr @egress_nets oifname != @bridges masquerade\n"
     )
 
 
@@ -167,46 +199,49 @@ class NftFirewall:
     def available(self) -> bool:
         return shutil.which(self.nft) is not None
 
-    def add_network(self, bridge: str, subnet: IPv4Network, *, internal: bool) -> None:
-        """Idempotent: the table, then this network's elements and chain, in one transaction."""
-        chain = f"net-{bridge}"
+    def add_network(self, bridge: str, subnet: IPv4Network | IPv6Network, *, internal: bool) -> None:
+        """Idempotent: the table of the subnet's family (`ip composer`, or `ip6 composer` for an
+        `enable_ipv6` network's IPv6 half), then this network's elements and chain, in one transaction."""
+        t, chain = f"{_family(subnet)} {TABLE}", f"net-{bridge}"
         lines = [
-            _base(),
-            f"add chain ip {TABLE} {chain}\n",
-            f"flush chain ip {TABLE} {chain}\n",
-            f'add rule ip {TABLE} {chain} oifname "{bridge}" accept\n',
+            _base() if subnet.version == 4 else _base6(),
+            f"add chain {t} {chain}\n",
+            f"flush chain {t} {chain}\n",
         ]
+        lines.append(f'add rule {t} {chain} oifname "{bridge}" accept\n')
         if internal:
-            lines.append(f"add rule ip {TABLE} {chain} drop\n")
-            lines.append(f'add element ip {TABLE} internal {{ "{bridge}" }}\n')
+            lines.append(f"add rule {t} {chain} drop\n")
+            lines.append(f'add element {t} internal {{ "{bridge}" }}\n')
         else:
-            lines.append(f"add rule ip {TABLE} {chain} oifname @bridges drop\n")
-            lines.append(f"add rule ip {TABLE} {chain} accept\n")
-            lines.append(f"add element ip {TABLE} egress_nets {{ {subnet} }}\n")
-        lines.append(f'add element ip {TABLE} bridges {{ "{bridge}" }}\n')
-        lines.append(f'add element ip {TABLE} jumps {{ "{bridge}" : jump {chain} }}\n')
+            lines.append(f"add rule {t} {chain} oifname @bridges drop\n")
+            lines.append(f"add rule {t} {chain} accept\n")
+            lines.append(f"add element {t} egress_nets {{ {subnet} }}\n")
+        lines.append(f'add element {t} bridges {{ "{bridge}" }}\n')
+        lines.append(f'add element {t} jumps {{ "{bridge}" : jump {chain} }}\n')
         self._run(["-f", "-"], "".join(lines))
 
-    def remove_network(self, bridge: str, subnet: IPv4Network) -> None:
-        """Remove what `add_network` added for `bridge` (whatever of it exists); drop the table
-        when no network is left."""
-        state = self.state()
+    def remove_network(self, bridge: str, subnet: IPv4Network | IPv6Network) -> None:
+        """Remove what `add_network` added for `bridge` in the subnet's family (whatever of it exists);
+        drop that table when no network is left in it."""
+        family = _family(subnet)
+        state = self.state(family=family)
         if state is None:
             return
-        chain = f"net-{bridge}"
+        t, chain = f"{family} {TABLE}", f"net-{bridge}"
         lines = []
         if bridge in state.jumps:
-            lines.append(f'delete element ip {TABLE} jumps {{ "{bridge}" }}\n')
+            lines.append(f'delete element {t} jumps {{ "{bridge}" }}\n')
         if chain in state.chains:
-            lines.append(f"delete chain ip {TABLE} {chain}\n")
+            lines.append(f"delete chain {t} {chain}\n")
         if str(subnet) in state.egress_nets:
-            lines.append(f"delete element ip {TABLE} egress_nets {{ {subnet} }}\n")
+            lines.append(f"delete element {t} egress_nets {{ {subnet} }}\n")
         for name, items in (("bridges", state.bridges), ("internal", state.internal)):
             if bridge in items:
-                lines.append(f'delete element ip {TABLE} {name} {{ "{bridge}" }}\n')
+                lines.append(f'delete element {t} {name} {{ "{bridge}" }}\n')
         if not (state.bridges - {bridge}) and not (state.jumps - {bridge}):
-            lines = [f"delete table ip {TABLE}\n"]
-        self._run(["-f", "-"], "".join(lines))
+            lines = [f"delete table {t}\n"]
+        if lines:
+            self._run(["-f", "-"], "".join(lines))
 
     def add_ports(self, container: str, rules: Sequence[Dnat]) -> None:
         """The container's DNAT rules (replacing any it had), in one transaction. The table must
@@ -257,13 +292,14 @@ class NftFirewall:
         return state.dnat if state is not None else ()
 
     def remove_all(self) -> None:
-        if self.state() is not None:
-            self._run(["delete", "table", "ip", TABLE])
+        for family in ("ip", "ip6"):
+            if self.state(family=family) is not None:
+                self._run(["delete", "table", family, TABLE])
 
-    def state(self) -> TableState | None:
-        """What the table holds now; None if there is no table."""
+    def state(self, *, family: str = "ip") -> TableState | None:
+        """What the table (of `family`: ip, or ip6 for IPv6 networks) holds now; None if there is none."""
         try:
-            text = self._run(["-j", "list", "table", "ip", TABLE])
+            text = self._run(["-j", "list", "table", family, TABLE])
         except FirewallError as exc:
             if "No such file" in str(exc) or "does not exist" in str(exc):
                 return None

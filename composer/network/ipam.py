@@ -18,18 +18,23 @@ Choices (Docker's, from libnetwork/ipamutils and ipams/defaultipam):
 - Dynamic addresses come from `ip_range` (or the subnet), first free, skipping network, broadcast,
   gateway and `aux_addresses`; a container keeps its address, keyed by container name, until it is
   released (on the container's removal), so a restart gets the same one.
+- IPv6 (`enable_ipv6: true`): the first IPv6 `ipam.config` entry, or else (as Docker does since 27)
+  a /64 of a ULA /48 that is stable for the host (`ula_base`: Docker derives its Global ID from the
+  engine's host ID; composer from /etc/machine-id and its root), first free. Gateway `::1` of the
+  subnet unless given; addresses as for IPv4, `ipv6_address` static.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 from composer.errors import ComposerError
@@ -43,10 +48,13 @@ __all__ = [
     "Pool",
     "SubnetRequest",
     "assign_address",
+    "assign_address6",
     "choose_subnet",
     "parse_pools",
     "plan_network",
+    "plan_network6",
     "release_address",
+    "ula_base",
 ]
 
 
@@ -92,13 +100,24 @@ def parse_pools(text: str) -> tuple[Pool, ...]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SubnetRequest:
-    """What a network asks of IPAM: its name and the first IPv4 `ipam.config` entry, if any."""
+    """What a network asks of IPAM: its name and the first IPv4 `ipam.config` entry, if any; with
+    `ipv6`, the first IPv6 entry's fields too (none: a subnet of the ULA pool)."""
 
     name: str
     subnet: str | None = None
     ip_range: str | None = None
     gateway: str | None = None
     aux_addresses: tuple[tuple[str, str], ...] = ()
+    ipv6: bool = False
+    subnet6: str | None = None
+    ip_range6: str | None = None
+    gateway6: str | None = None
+
+
+def ula_base(seed: str) -> IPv6Network:
+    """A ULA /48 (RFC 4193: fd00::/8 + a 40-bit Global ID) derived from `seed`: stable, host-specific."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return IPv6Network((bytes([0xFD]) + digest[:5] + bytes(10), 48))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,9 +132,19 @@ class NetworkRecord:
     addresses: tuple[tuple[str, IPv4Address], ...] = ()
     managed: bool = True  # False: an external bridge composer found, never created, never removes
     extra: tuple[tuple[str, str], ...] = ()  # the owner's notes (bridge name, internal, ...), kept as is
+    subnet6: IPv6Network | None = None  # enable_ipv6
+    gateway6: IPv6Address | None = None
+    ip_range6: IPv6Network | None = None
+    addresses6: tuple[tuple[str, IPv6Address], ...] = ()
 
     def address_of(self, container: str) -> IPv4Address | None:
         for name, address in self.addresses:
+            if name == container:
+                return address
+        return None
+
+    def address6_of(self, container: str) -> IPv6Address | None:
+        for name, address in self.addresses6:
             if name == container:
                 return address
         return None
@@ -132,6 +161,16 @@ class NetworkRecord:
             "addresses": {name: str(address) for name, address in self.addresses},
             "managed": self.managed,
             "extra": dict(self.extra),
+            **(
+                {
+                    "subnet6": str(self.subnet6),
+                    "gateway6": str(self.gateway6),
+                    "ip_range6": str(self.ip_range6) if self.ip_range6 else None,
+                    "addresses6": {name: str(address) for name, address in self.addresses6},
+                }
+                if self.subnet6 is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -142,6 +181,7 @@ class NetworkRecord:
         addresses = data.get("addresses")
         extra = data.get("extra")
         ip_range = data.get("ip_range")
+        subnet6, range6, addresses6 = data.get("subnet6"), data.get("ip_range6"), data.get("addresses6")
         return cls(
             name=name,
             subnet=IPv4Network(str(data["subnet"])),
@@ -157,6 +197,14 @@ class NetworkRecord:
             extra=tuple(sorted((str(k), str(v)) for k, v in extra.items()))
             if isinstance(extra, dict)
             else (),
+            subnet6=IPv6Network(str(subnet6)) if subnet6 else None,
+            gateway6=IPv6Address(str(data["gateway6"])) if subnet6 else None,
+            ip_range6=IPv6Network(str(range6)) if range6 else None,
+            addresses6=tuple(
+                sorted((str(k), IPv6Address(str(v))) for k, v in addresses6.items())
+                if isinstance(addresses6, dict)
+                else ()
+            ),
         )
 
 
@@ -190,8 +238,11 @@ def plan_network(
     *,
     host: Iterable[IPv4Network] = (),
     pools: Sequence[Pool] = DEFAULT_POOLS,
+    host6: Iterable[IPv6Network] = (),
+    ula: IPv6Network | None = None,
 ) -> NetworkRecord:
-    """A new record for `request`: its `ipam.config` validated, or a subnet chosen from `pools`.
+    """A new record for `request`: its `ipam.config` validated, or a subnet chosen from `pools`
+    (IPv6: `host6` holds the host's IPv6 routes, `ula` the pool of /64s).
 
     `host` holds the host's routes and addresses (not those of composer's own bridges); `others`
     the other composer networks. An explicit subnet may not overlap either.
@@ -242,9 +293,118 @@ def plan_network(
         if address not in subnet:
             raise IpamError(f"network {name}: aux_addresses.{host_name} {address} is not inside {subnet}")
         reserved.append(address)
-    return NetworkRecord(
+    record = NetworkRecord(
         name=name, subnet=subnet, gateway=gateway, ip_range=ip_range, reserved=tuple(sorted(set(reserved)))
     )
+    if request.ipv6:
+        record = plan_network6(request, record, others, host=host6, ula=ula)
+    return record
+
+
+def _network6(text: str, what: str, name: str) -> IPv6Network:
+    try:
+        return IPv6Network(text.strip(), strict=False)
+    except ValueError:
+        raise IpamError(f"network {name}: {what} {text!r} is not an IPv6 subnet") from None
+
+
+def plan_network6(
+    request: SubnetRequest,
+    record: NetworkRecord,
+    others: Iterable[NetworkRecord] = (),
+    *,
+    host: Iterable[IPv6Network] = (),
+    ula: IPv6Network | None = None,
+) -> NetworkRecord:
+    """`record` with its IPv6 half: the request's subnet6 (checked), or the first free /64 of `ula`."""
+    name = request.name
+    taken = [o.subnet6 for o in others if o.subnet6 is not None and o.name != name]
+    routes = [r for r in host if r.prefixlen > 0 and not r.is_link_local and not r.is_multicast]
+    if request.subnet6:
+        subnet = _network6(request.subnet6, "ipam subnet", name)
+        if subnet.network_address != IPv6Address(request.subnet6.strip().split("/")[0]):
+            raise IpamError(f"network {name}: ipam subnet {request.subnet6} has host bits set (use {subnet})")
+        if subnet.prefixlen > 126:
+            raise IpamError(f"network {name}: ipam subnet {subnet} is too small (at most /126)")
+        for other in [*taken, *routes]:
+            if subnet.overlaps(other):
+                raise IpamError(f"network {name}: subnet {subnet} overlaps {other}, already in use")
+    else:
+        if request.ip_range6 or request.gateway6:
+            raise IpamError(f"network {name}: ipam ip_range and gateway need a subnet")
+        if ula is None:
+            raise IpamError(f"network {name}: enable_ipv6 without an IPv6 subnet needs a ULA pool")
+        for candidate in ula.subnets(new_prefix=64):
+            if not any(candidate.overlaps(other) for other in [*taken, *routes]):
+                subnet = candidate
+                break
+        else:  # 65,536 subnets: not in this life
+            raise IpamError(f"network {name}: no free IPv6 subnet left in {ula}; set ipam.config")
+    ip_range = None
+    if request.ip_range6:
+        ip_range = _network6(request.ip_range6, "ipam ip_range", name)
+        if not ip_range.subnet_of(subnet):
+            raise IpamError(f"network {name}: ipam ip_range {ip_range} is not inside subnet {subnet}")
+    if request.gateway6:
+        try:
+            gateway = IPv6Address(request.gateway6.split("/")[0])
+        except ValueError:
+            what = f"ipam gateway {request.gateway6!r}"
+            raise IpamError(f"network {name}: {what} is not an IPv6 address") from None
+        if gateway not in subnet or gateway == subnet.network_address:
+            raise IpamError(f"network {name}: ipam gateway {gateway} is not a host address of {subnet}")
+    else:
+        gateway = subnet.network_address + 1
+    return replace(record, subnet6=subnet, gateway6=gateway, ip_range6=ip_range)
+
+
+def assign_address6(record: NetworkRecord, container: str, static: str | None = None) -> NetworkRecord:
+    """`record` with an IPv6 address for `container` (its own, `static`, or the first free one)."""
+    if record.subnet6 is None or record.gateway6 is None:
+        if static:
+            raise IpamError(
+                f"container {container}: ipv6_address {static} on network {record.name}, which has no "
+                "IPv6 (set enable_ipv6: true on it)"
+            )
+        return record
+    current = record.address6_of(container)
+    unusable = {record.subnet6.network_address, record.gateway6}
+    held = {address: owner for owner, address in record.addresses6 if owner != container}
+    if static:
+        try:
+            wanted = IPv6Address(static)
+        except ValueError:
+            what = f"ipv6_address {static!r}"
+            raise IpamError(f"container {container}: {what} is not an IPv6 address") from None
+        if current == wanted:
+            return record
+        if wanted not in record.subnet6 or wanted in unusable:
+            raise IpamError(
+                f"container {container}: ipv6_address {wanted} is not a free host address of network "
+                f"{record.name}'s subnet {record.subnet6}"
+            )
+        if wanted in held:
+            raise IpamError(
+                f"container {container}: ipv6_address {wanted} is already used by {held[wanted]} "
+                f"on network {record.name}"
+            )
+        return _with_address6(record, container, wanted)
+    if current is not None:
+        return record
+    space = record.ip_range6 or record.subnet6
+    candidate = space.network_address  # the subnet's own address is in `unusable`, a range's is not
+    for _ in range(len(held) + 3):  # the first free one is at most this far (held and unusable skipped)
+        if candidate not in space:
+            break
+        if candidate not in unusable and candidate not in held:
+            return _with_address6(record, container, candidate)
+        candidate += 1
+    raise IpamError(f"network {record.name}: no free IPv6 address left in {space} for {container}")
+
+
+def _with_address6(record: NetworkRecord, container: str, address: IPv6Address) -> NetworkRecord:
+    rest = [(n, a) for n, a in record.addresses6 if n != container]
+    return replace(record, addresses6=tuple(sorted([*rest, (container, address)])))
 
 
 def assign_address(record: NetworkRecord, container: str, static: str | None = None) -> NetworkRecord:
@@ -288,7 +448,11 @@ def _with_address(record: NetworkRecord, container: str, address: IPv4Address) -
 
 
 def release_address(record: NetworkRecord, container: str) -> NetworkRecord:
-    return replace(record, addresses=tuple((n, a) for n, a in record.addresses if n != container))
+    return replace(
+        record,
+        addresses=tuple((n, a) for n, a in record.addresses if n != container),
+        addresses6=tuple((n, a) for n, a in record.addresses6 if n != container),
+    )
 
 
 # --- the state file -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Protocol
 
@@ -33,7 +33,14 @@ import trio
 from composer.errors import ComposerError
 from composer.log import logger
 from composer.network import bridge as bridges
-from composer.network.attach import InterfacePlan, InterfaceRequest, plan_interfaces, setup, wait_links_gone
+from composer.network.attach import (
+    InterfacePlan,
+    InterfaceRequest,
+    attached,
+    plan_interfaces,
+    setup,
+    wait_links_gone,
+)
 from composer.network.firewall import FirewallError, NftFirewall, foreign_forward_drop
 from composer.network.ipam import (
     DEFAULT_POOLS,
@@ -42,10 +49,13 @@ from composer.network.ipam import (
     Pool,
     SubnetRequest,
     assign_address,
+    assign_address6,
     plan_network,
     release_address,
+    ula_base,
 )
 from composer.network.netns import open_netns, pin, short_name, unpin
+from composer.network.sysctl import SysctlLedger, route_localnet_path
 
 __all__ = [
     "AttachOptions",
@@ -58,6 +68,9 @@ __all__ = [
 
 MTU_OPTION = "com.docker.network.driver.mtu"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+IPV6_FORWARDING = "/proc/sys/net/ipv6/conf/all/forwarding"
+MACHINE_ID = Path("/etc/machine-id")
+SYSCTL_STATE = Path("/run/composer")
 
 
 class NetworkNotFound(ComposerError):
@@ -91,6 +104,8 @@ class ComposeNetworkLike(Protocol):
     @property
     def internal(self) -> bool: ...
     @property
+    def enable_ipv6(self) -> bool | None: ...
+    @property
     def driver_opts(self) -> tuple[tuple[str, str], ...]: ...
     @property
     def ipam(self) -> _IpamLike: ...
@@ -101,6 +116,8 @@ class ServiceNetworkLike(Protocol):
 
     @property
     def ipv4_address(self) -> str | None: ...
+    @property
+    def ipv6_address(self) -> str | None: ...
     @property
     def mac_address(self) -> str | None: ...
     @property
@@ -114,6 +131,7 @@ class ServiceNetworkLike(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttachOptions:
     ipv4_address: str | None = None
+    ipv6_address: str | None = None
     mac_address: str | None = None
     interface_name: str | None = None
     priority: int = 0
@@ -132,6 +150,10 @@ class NetworkConfig:
     ip_range: str | None = None
     gateway: str | None = None
     aux_addresses: tuple[tuple[str, str], ...] = ()
+    ipv6: bool = False  # enable_ipv6
+    subnet6: str | None = None  # the first IPv6 ipam.config entry (none: a /64 of the ULA pool)
+    ip_range6: str | None = None
+    gateway6: str | None = None
 
     @classmethod
     def from_compose(cls, network: ComposeNetworkLike) -> NetworkConfig:
@@ -146,6 +168,9 @@ class NetworkConfig:
                 raise ComposerError(f"network {network.name}: {MTU_OPTION} {mtu} is out of range (68-65535)")
         pools = [p for p in network.ipam.config if not (p.subnet and ":" in p.subnet)]  # IPv4 only
         first = pools[0] if pools else None
+        ipv6 = bool(network.enable_ipv6)
+        pools6 = [p for p in network.ipam.config if p.subnet and ":" in p.subnet]
+        first6 = pools6[0] if pools6 and ipv6 else None
         return cls(
             name=network.name,
             external=network.external,
@@ -155,6 +180,10 @@ class NetworkConfig:
             ip_range=first.ip_range if first else None,
             gateway=first.gateway if first else None,
             aux_addresses=tuple(first.aux_addresses) if first else (),
+            ipv6=ipv6,
+            subnet6=first6.subnet if first6 else None,
+            ip_range6=first6.ip_range if first6 else None,
+            gateway6=first6.gateway if first6 else None,
         )
 
 
@@ -171,6 +200,8 @@ class NetworkHandle:
     internal: bool = False
     external: bool = False
     mtu: int | None = None
+    subnet6: IPv6Network | None = None
+    gateway6: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,6 +215,11 @@ class Attachment:
     def addresses(self) -> dict[str, IPv4Address]:
         """network name -> the container's address on it."""
         return {p.request.network: p.request.address.ip for p in self.interfaces}
+
+    @property
+    def addresses6(self) -> dict[str, IPv6Address]:
+        """network name -> the container's IPv6 address on it (IPv6 networks only)."""
+        return {p.request.network: p.request.address6.ip for p in self.interfaces if p.request.address6}
 
     @property
     def host_links(self) -> tuple[str, ...]:
@@ -200,10 +236,36 @@ class NetworkManager:
     firewall: NftFirewall | None = field(default_factory=NftFirewall)  # None: no egress rules at all
     ip_forward: bool = True  # turn net.ipv4.ip_forward on for egress (like dockerd), if it is off
     sysctls: bool = True  # Docker's per-netns sysctls (unprivileged ports from 0, ping for all groups)
+    sysctl_state: Path = SYSCTL_STATE  # the host-wide ledger of host sysctls composer changed (sysctl.py)
 
     @property
     def store(self) -> IpamStore:
         return IpamStore(self.root / "network")
+
+    @property
+    def ledger(self) -> SysctlLedger:
+        """The host sysctls composer changed (route_localnet, IPv6 forwarding), host-wide."""
+        return SysctlLedger(self.sysctl_state)
+
+    def _holder(self, network: str) -> str:
+        return f"{network}@{self.root}"
+
+    def _hold_sysctls(self, handle: NetworkHandle) -> None:
+        """127.0.0.1:P -> a container (kernel DNAT) needs route_localnet on the bridge; remembered in
+        the ledger so that `down` puts the bridge's old value back (an external bridge outlives us)."""
+        if self.firewall is not None and not handle.internal:
+            holder = self._holder(handle.name)
+            self.ledger.hold(route_localnet_path(handle.bridge), "1", holder=holder)
+            if handle.subnet6 is not None:  # egress over IPv6 is routed: forwarding, while it exists
+                self.ledger.hold(IPV6_FORWARDING, "1", holder=holder)
+
+    def ula(self) -> IPv6Network:
+        """The ULA /48 this host's composer takes IPv6 subnets from (stable: machine id and root)."""
+        try:
+            machine = MACHINE_ID.read_text().strip()
+        except OSError:
+            machine = os.uname().nodename
+        return ula_base(f"{machine}\0{self.root}")
 
     # networks -----------------------------------------------------------------------------------------
 
@@ -219,11 +281,13 @@ class NetworkManager:
                     record = self._adopt_external(config.name)
                     state.put(record)
                 handle = _handle(record)
-                if bridges.lookup_bridge(handle.bridge) is None:
+                info = bridges.lookup_bridge(handle.bridge)
+                if info is None:
                     raise NetworkNotFound(
                         f"network {config.name} is external, but its bridge {handle.bridge} is gone"
                     )
-                return replace(handle, external=True)
+                self._hold_sysctls(handle)
+                return replace(handle, external=True, bridge_index=info.index)
             if record is None:
                 request = SubnetRequest(
                     name=config.name,
@@ -231,10 +295,17 @@ class NetworkManager:
                     ip_range=config.ip_range,
                     gateway=config.gateway,
                     aux_addresses=config.aux_addresses,
+                    ipv6=config.ipv6,
+                    subnet6=config.subnet6,
+                    ip_range6=config.ip_range6,
+                    gateway6=config.gateway6,
                 )
                 known = {dict(r.extra).get("bridge", "") for r in state.records()}
                 host = bridges.host_networks(exclude=known)
-                record = plan_network(request, state.records(), host=host, pools=self.pools)
+                host6 = bridges.host_networks6(exclude=known) if config.ipv6 else []
+                record = plan_network(
+                    request, state.records(), host=host, pools=self.pools, host6=host6, ula=self.ula()
+                )
                 notes = {"bridge": bridges.bridge_name(config.name), "internal": str(config.internal).lower()}
                 if config.mtu:
                     notes["mtu"] = str(config.mtu)
@@ -246,14 +317,26 @@ class NetworkManager:
                     f"network {config.name} exists with subnet {record.subnet}, not {config.subnet}: "
                     "remove it first (composer down)"
                 )
+            elif config.ipv6 != (record.subnet6 is not None) or (
+                config.subnet6 and IPv6Network(config.subnet6, strict=False) != record.subnet6
+            ):
+                now = f"IPv6 subnet {record.subnet6}" if record.subnet6 else "no IPv6"
+                raise ComposerError(
+                    f"network {config.name} exists with {now}, unlike its definition: "
+                    "remove it first (composer down)"
+                )
             handle = _handle(record)
             index = bridges.ensure_bridge(
-                handle.bridge, alias=record.name, gateway=handle.gateway, subnet=handle.subnet, mtu=handle.mtu
-            )
+                handle.bridge, alias=record.name, gateway=handle.gateway, subnet=handle.subnet,
+                mtu=handle.mtu, gateway6=handle.gateway6, subnet6=handle.subnet6,
+            )  # fmt: skip
             if self.firewall is not None:
                 self.firewall.add_network(handle.bridge, handle.subnet, internal=handle.internal)
+                if handle.subnet6 is not None:
+                    self.firewall.add_network(handle.bridge, handle.subnet6, internal=handle.internal)
                 if not handle.internal:
                     self._check_forwarding()
+            self._hold_sysctls(handle)
             return replace(handle, bridge_index=index)
 
     def _adopt_external(self, name: str) -> NetworkRecord:
@@ -303,13 +386,16 @@ class NetworkManager:
                 return False
             if record.addresses:
                 return False
+            handle = _handle(record)
+            if record.managed and self.firewall is not None:
+                try:
+                    self.firewall.remove_network(handle.bridge, handle.subnet)
+                    if handle.subnet6 is not None:
+                        self.firewall.remove_network(handle.bridge, handle.subnet6)
+                except FirewallError as exc:
+                    logger().warning("network.firewall_cleanup_failed", network=name, error=str(exc))
+            self.ledger.release(self._holder(name))  # before the bridge goes: an external one stays
             if record.managed:
-                handle = _handle(record)
-                if self.firewall is not None:
-                    try:
-                        self.firewall.remove_network(handle.bridge, handle.subnet)
-                    except FirewallError as exc:
-                        logger().warning("network.firewall_cleanup_failed", network=name, error=str(exc))
                 bridges.delete_bridge(handle.bridge)
             state.drop(name)
             logger().info("network.removed", network=name)
@@ -328,10 +414,15 @@ class NetworkManager:
         networks: Sequence[tuple[NetworkHandle, ServiceNetworkLike | None]],
         *,
         pin_name: str | None = None,
+        reuse: bool = False,
     ) -> Attachment:
         """Addresses from IPAM (the container's own if it had some), then the veths in `target`
-        (a pid: /proc/PID/ns/net; or a netns path). `pin_name`: also pin it as /run/netns/NAME."""
-        return await trio.to_thread.run_sync(self._attach, container, target, tuple(networks), pin_name)
+        (a pid: /proc/PID/ns/net; or a netns path). `pin_name`: also pin it as /run/netns/NAME.
+        `reuse`: `target` is the netns of the container's previous run, still alive: when its veths
+        are all there (both ends), nothing is changed."""
+        return await trio.to_thread.run_sync(
+            self._attach, container, target, tuple(networks), pin_name, reuse
+        )
 
     def _attach(
         self,
@@ -339,6 +430,7 @@ class NetworkManager:
         target: int | str,
         networks: tuple[tuple[NetworkHandle, ServiceNetworkLike | None], ...],
         pin_name: str | None,
+        reuse: bool = False,
     ) -> Attachment:
         requests = self._assign(container, networks)
         fd = open_netns(target)
@@ -346,7 +438,8 @@ class NetworkManager:
         pinned = False
         try:
             plans = plan_interfaces(container, requests, netns_id=str(os.fstat(fd).st_ino))
-            setup(container, fd, plans, sysctls=self.sysctls)
+            if not (reuse and attached(fd, plans)):
+                setup(container, fd, plans, sysctls=self.sysctls)
             if pin_name is not None:
                 if not isinstance(target, int):
                     raise ComposerError(f"container {container}: only a pid's netns can be pinned")
@@ -367,9 +460,12 @@ class NetworkManager:
                     raise NetworkNotFound(f"container {container}: network {handle.name} does not exist")
                 static = options.ipv4_address if options is not None else None
                 record = assign_address(record, container, static)
+                static6 = options.ipv6_address if options is not None else None
+                record = assign_address6(record, container, static6)
                 state.put(record)
                 address = record.address_of(container)
                 assert address is not None
+                address6 = record.address6_of(container)
                 out.append(
                     InterfaceRequest(
                         network=handle.name,
@@ -377,6 +473,10 @@ class NetworkManager:
                         bridge_index=handle.bridge_index,
                         address=IPv4Interface(f"{address}/{record.subnet.prefixlen}"),
                         gateway=record.gateway,
+                        address6=IPv6Interface(f"{address6}/{record.subnet6.prefixlen}")
+                        if address6 is not None and record.subnet6 is not None
+                        else None,
+                        gateway6=record.gateway6,
                         internal=handle.internal,
                         mtu=handle.mtu,
                         mac_address=options.mac_address if options is not None else None,
@@ -427,6 +527,8 @@ def _handle(record: NetworkRecord) -> NetworkHandle:
         internal=record.note("internal") == "true",
         external=not record.managed,
         mtu=int(mtu) if mtu else None,
+        subnet6=record.subnet6,
+        gateway6=record.gateway6,
     )
 
 

@@ -15,8 +15,10 @@ test bridge): direct to the container 17.3 Gbit/s, DNAT 17.1 (99 %, no CPU of ou
 proxy 10.3 (60 %, 0.47 CPU-s/GiB), the copy proxy 10.6 (0.63 CPU-s/GiB); connection setup (connect,
 1-byte round trip, close) p50 171 us with DNAT against 385 us through the proxy, a UDP round trip
 18 us against 75 us. DNAT also keeps the client's address for clients from other hosts. The proxy
-(proxy.py) serves what DNAT cannot: an IPv6 host address in front of the IPv4 container networks, or
-hosts without nftables (`mode="proxy"`).
+(proxy.py) serves what DNAT cannot: an IPv6 host address in front of the IPv4 container networks (IPv6
+has no route_localnet: ::1 cannot be DNATed), or hosts without nftables (`mode="proxy"`). A port
+without `host_ip` is published on both families, as Docker does (`reserve(dual_stack=True)`, which the
+supervisor uses): 0.0.0.0:P by DNAT and [::]:P by the proxy, with the same P.
 
 Every host port is *held* by a socket of ours, like Docker's docker-proxy does: a TCP socket bound but
 not listening (DNAT takes the packets before they could reach it; nothing else can bind the port), a
@@ -27,6 +29,7 @@ anything starts; an ephemeral port (`- 9000`) is the kernel's choice at bind tim
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import socket
@@ -95,6 +98,7 @@ class PortRequest:
     host_ip: str = ANY4  # canonical text; "0.0.0.0" every IPv4 address, "::" every IPv6 one
     first: int = 0
     last: int = 0
+    any_family: bool = False  # no host_ip given: with `reserve(dual_stack=True)`, "::" too (Docker's)
 
     @property
     def ephemeral(self) -> bool:
@@ -152,6 +156,7 @@ def port_requests(service: str, ports: Iterable[PortLike]) -> tuple[PortRequest,
                 host_ip=host_ip,
                 first=first,
                 last=last,
+                any_family=not port.host_ip,
             )
         )
     return tuple(out)
@@ -282,11 +287,16 @@ def reserve(
     wanted: Sequence[ContainerPorts],
     *,
     taken: Iterable[Dnat] = (),
+    dual_stack: bool = False,
 ) -> Reservation:
     """Hold every host port the containers ask for, or none: the first that cannot be had raises
     PortInUse naming the service and the port (`service web: host port 443/tcp is already in use`).
     `taken`: composer's own rules already in the kernel (another project, a crashed supervisor's);
-    those of the containers in `wanted` do not count (they are being re-created)."""
+    those of the containers in `wanted` do not count (they are being re-created).
+
+    `dual_stack`: a port without `host_ip` is also held on "::" (every IPv6 address), with the same
+    port number, as Docker publishes it; where the host has no IPv6, or that IPv6 port is taken by
+    someone else, only IPv4 is published (the IPv4 port decides; a warning says so)."""
     ours = {c.container for c in wanted}
     kernel: dict[tuple[str, int], tuple[str, IPv4Address | None]] = {
         (r.protocol, r.host_port): (r.container, r.host_ip) for r in taken if r.container not in ours
@@ -312,11 +322,31 @@ def reserve(
                 given[(request.protocol, port)] = (item.service, request.host_ip)
                 held.sockets[binding] = sock
                 bindings.append(binding)
+                if dual_stack and request.any_family:
+                    twin = _hold_twin(binding)
+                    if twin is not None:
+                        held.sockets[twin[0]] = twin[1]
+                        bindings.append(twin[0])
             held.bindings = tuple(bindings)
     except BaseException:
         reservation.close()
         raise
     return reservation
+
+
+def _hold_twin(binding: PortBinding) -> tuple[PortBinding, socket.socket] | None:
+    """The IPv6 twin of an IPv4 wildcard binding: [::]:P, the same P; None where it cannot be had."""
+    twin = dataclasses.replace(binding, host_ip="::")
+    try:
+        return twin, hold_port(binding.protocol, "::", binding.host_port)
+    except OSError as exc:
+        if exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            return None  # no IPv6 on this host
+        logger().warning(
+            "ports.ipv6_not_published", service=binding.service, port=str(twin), error=exc.strerror,
+            detail="published on IPv4 only",
+        )  # fmt: skip
+        return None
 
 
 def _overlaps(a: str, b: str | None) -> bool:
@@ -374,7 +404,8 @@ def _hold_request(
 
 def set_route_localnet(bridge: str, proc: Path = Path("/proc/sys/net/ipv4/conf")) -> None:
     """127.0.0.1:P -> a container needs the bridge to route loopback sources (the SYN is dropped
-    silently without it). The setting lives and dies with composer's bridge."""
+    silently without it). The network manager sets it when it makes the network, and remembers the
+    old value for `down` (composer/network/sysctl.py); this only makes sure of it."""
     path = proc / bridge / "route_localnet"
     if path.read_text().strip() != "1":
         path.write_text("1\n")

@@ -9,11 +9,13 @@ from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
 from composer.network.dns import (
     Endpoint,
+    Link,
     NameTable,
     NameTables,
     ResolverView,
     Upstream,
     answer,
+    parse_links,
     ptr_address,
     udp_payload,
     upstreams_for,
@@ -184,6 +186,54 @@ def test_edns_size_lets_it_fit() -> None:
     parsed = DNSRecord.parse(udp_payload(reply, query))
     assert parsed.header.tc == 0 and len(parsed.rr) == 100
     assert [r.rtype for r in parsed.ar] == [QTYPE.OPT]
+
+
+# -- links ------------------------------------------------------------------------------------------------
+
+
+def test_parse_links() -> None:
+    assert parse_links(["db", "cache:memo"], ["other-db-1:legacy", "solo"]) == (
+        Link(alias="db", service="db"),
+        Link(alias="memo", service="cache"),
+        Link(alias="legacy", container="other-db-1"),
+        Link(alias="solo", container="solo"),
+    )
+
+
+def test_a_link_alias_resolves_only_in_the_linking_view(tables: NameTables) -> None:
+    linking = tables.view(["proj_front", "proj_back"], parse_links(["db:sql", "cache"]))
+    other = tables.view(["proj_front", "proj_back"])
+    assert addresses(linking, "sql") == ["172.30.0.4"]  # db on the first shared network
+    assert addresses(linking, "SQL.proj_back") == ["172.31.0.4"]  # alias.<network>
+    assert addresses(linking, "cache") == ["172.31.0.5"]
+    assert rcode(other, "sql") == RCODE.NXDOMAIN
+    assert addresses(other, "db") == ["172.30.0.4"]
+    # a link alias is looked up first: it shadows a name of the network for the linking container only
+    shadow = tables.view(["proj_front"], parse_links(["db:www"]))
+    assert addresses(shadow, "www") == ["172.30.0.4"]
+    assert sorted(addresses(other, "www")) == ["172.30.0.2", "172.30.0.3"]
+
+
+def test_a_link_to_a_service_gives_its_replicas_and_follows_changes(tables: NameTables) -> None:
+    view = tables.view(["proj_front"], parse_links(["web:app"]))
+    assert sorted(addresses(view, "app")) == ["172.30.0.2", "172.30.0.3"]
+    tables.table("proj_front").remove("c2")
+    assert addresses(view, "app") == ["172.30.0.2"]
+    tables.table("proj_front").remove("c1")
+    assert rcode(view, "app") == RCODE.NXDOMAIN  # a single label nobody has
+
+
+def test_external_link_by_container_name_or_known_address(tables: NameTables) -> None:
+    view = tables.view(
+        ["proj_front"],
+        (
+            Link(alias="legacy", container="proj-db-1"),
+            Link(alias="far", container="other-x-1", address=IPv4Address("172.30.0.99")),
+        ),
+    )
+    assert addresses(view, "legacy") == ["172.30.0.4"]
+    assert addresses(view, "far") == ["172.30.0.99"]
+    assert addresses(view, "far", "AAAA") == []
 
 
 # -- upstreams -------------------------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
 import pytest
 
+from composer.network import sysctl as sysctl_module
 from composer.network.attach import InterfaceRequest, mac_for, plan_interfaces
 from composer.network.ipam import (
     DEFAULT_POOLS,
@@ -17,11 +18,14 @@ from composer.network.ipam import (
     Pool,
     SubnetRequest,
     assign_address,
+    assign_address6,
     choose_subnet,
     parse_pools,
     plan_network,
     release_address,
+    ula_base,
 )
+from composer.network.sysctl import SysctlLedger
 
 N = IPv4Network
 A = IPv4Address
@@ -214,3 +218,102 @@ def test_interfaces_are_ordered_named_and_routed() -> None:
     assert all(len(p.host_ifname) == 15 for p in plans)
     assert plan_interfaces("web-1", [req("a", internal=True)])[0].default_route is False
     assert mac_for(A("172.18.0.2")) == "02:42:ac:12:00:02"
+
+
+# -- IPv6 -----------------------------------------------------------------------------------------------
+
+
+def test_ula_base_is_a_stable_fd_48() -> None:
+    base = ula_base("machine\0/var/lib/composer")
+    assert base.prefixlen == 48 and str(base).startswith("fd")
+    assert base == ula_base("machine\0/var/lib/composer") != ula_base("machine\0/other")
+
+
+def test_ipv6_subnet_given_or_from_the_ula_pool() -> None:
+    ula = IPv6Network("fd12:3456:789a::/48")
+    given = plan_network(SubnetRequest(name="p_six", ipv6=True, subnet6="fd42::/64"), ula=ula)
+    assert given.subnet6 == IPv6Network("fd42::/64") and given.gateway6 == IPv6Address("fd42::1")
+    pooled = plan_network(SubnetRequest(name="p_a", ipv6=True), [given], ula=ula)
+    assert pooled.subnet6 == IPv6Network("fd12:3456:789a::/64")
+    host = [IPv6Network("fd12:3456:789a:1::/64"), IPv6Network("fe80::/64")]
+    second = plan_network(SubnetRequest(name="p_b", ipv6=True), [given, pooled], ula=ula, host6=host)
+    assert second.subnet6 == IPv6Network("fd12:3456:789a:2::/64")  # skips the host's and composer's
+    assert plan_network(SubnetRequest(name="p_c"), ula=ula).subnet6 is None  # no enable_ipv6
+    with pytest.raises(IpamError, match="overlaps fd42::/64"):
+        plan_network(SubnetRequest(name="p_d", ipv6=True, subnet6="fd42::/56"), [given], ula=ula)
+    with pytest.raises(IpamError, match="host bits"):
+        plan_network(SubnetRequest(name="p_e", ipv6=True, subnet6="fd43::1/64"), ula=ula)
+    with pytest.raises(IpamError, match="not an IPv6 subnet"):
+        plan_network(SubnetRequest(name="p_f", ipv6=True, subnet6="10.0.0.0/24"), ula=ula)
+    with pytest.raises(IpamError, match="gateway fd44::1:0:0:1 is not a host address"):
+        plan_network(
+            SubnetRequest(name="p_g", ipv6=True, subnet6="fd44::/96", gateway6="fd44::1:0:0:1"), ula=ula
+        )
+
+
+def test_ipv6_addresses_static_dynamic_stable_released() -> None:
+    record = plan_network(SubnetRequest(name="p_six", ipv6=True, subnet6="fd42::/64"))
+    record = assign_address6(record, "c-1")
+    record = assign_address6(record, "c-2", "fd42::10")
+    record = assign_address6(record, "c-3")
+    assert record.address6_of("c-1") == IPv6Address("fd42::2")
+    assert record.address6_of("c-2") == IPv6Address("fd42::10")
+    assert record.address6_of("c-3") == IPv6Address("fd42::3")
+    assert assign_address6(record, "c-1") == record  # stable
+    with pytest.raises(IpamError, match="already used by c-2"):
+        assign_address6(record, "c-4", "fd42::10")
+    with pytest.raises(IpamError, match="not a free host address"):
+        assign_address6(record, "c-4", "fd42::1")  # the gateway
+    with pytest.raises(IpamError, match="not an IPv6 address"):
+        assign_address6(record, "c-4", "10.0.0.1")
+    released = release_address(record, "c-1")
+    assert released.address6_of("c-1") is None and assign_address6(released, "c-5").address6_of(
+        "c-5"
+    ) == IPv6Address("fd42::2")
+    v4only = plan_network(SubnetRequest(name="p_four"))
+    assert assign_address6(v4only, "c-1") == v4only
+    with pytest.raises(IpamError, match="set enable_ipv6"):
+        assign_address6(v4only, "c-1", "fd42::5")
+
+
+def test_ipv6_record_roundtrip(tmp_path: Path) -> None:
+    record = plan_network(
+        SubnetRequest(name="p_six", ipv6=True, subnet6="fd42::/64", ip_range6="fd42::100/120")
+    )
+    record = assign_address6(assign_address(record, "c-1"), "c-1")
+    assert record.address6_of("c-1") == IPv6Address("fd42::100")
+    assert NetworkRecord.from_json("p_six", record.to_json()) == record
+
+
+# -- the sysctl ledger ------------------------------------------------------------------------------------
+
+
+def test_sysctl_ledger_restores_the_value_found_when_the_last_holder_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sysctl_module, "PROC_SYS", str(tmp_path / "proc-sys") + "/")  # a stand-in tree
+    knob = tmp_path / "proc-sys" / "route_localnet"
+    knob.parent.mkdir()
+    knob.write_text("0\n")
+    ledger = SysctlLedger(tmp_path / "state")
+    path = str(knob)
+    ledger.hold(path, "1", holder="p_a")
+    ledger.hold(path, "1", holder="p_b")
+    assert knob.read_text().strip() == "1"
+    assert ledger.held()[path] == ("0", "1", ("p_a", "p_b"))
+    assert ledger.release("p_a") == [] and knob.read_text().strip() == "1"
+    assert ledger.release("p_b") == [path] and knob.read_text().strip() == "0"
+    assert ledger.held() == {} and not ledger.path.exists() and ledger.lock_path.exists()
+    # someone else changed it while we held it: theirs stays
+    ledger.hold(path, "1", holder="p_a")
+    knob.write_text("2\n")
+    assert ledger.release("p_a") == [] and knob.read_text().strip() == "2"
+    # a setting whose file went (its bridge was deleted) is forgotten
+    ledger.hold(path, "1", holder="p_a")
+    knob.unlink()
+    assert ledger.release("p_a") == [] and ledger.held() == {}
+    # a ledger entry outside /proc/sys is never acted on
+    ledger.path.write_text(
+        '{"sysctls": {"/etc/passwd": {"previous": "x", "value": "y", "holders": ["p_a"]}}}'
+    )
+    assert ledger.held() == {} and ledger.release("p_a") == []

@@ -64,12 +64,12 @@ def test_requests_from_short_syntax() -> None:
         "web", short("8080:80", "127.0.0.1:53:53/udp", "9000", "8000-8001:80-81", "7000-7010:22")
     )
     assert got == (
-        PortRequest(service="web", target=80, first=8080, last=8080),
+        PortRequest(service="web", target=80, first=8080, last=8080, any_family=True),
         PortRequest(service="web", target=53, protocol="udp", host_ip="127.0.0.1", first=53, last=53),
-        PortRequest(service="web", target=9000),
-        PortRequest(service="web", target=80, first=8000, last=8000),
-        PortRequest(service="web", target=81, first=8001, last=8001),
-        PortRequest(service="web", target=22, first=7000, last=7010),
+        PortRequest(service="web", target=9000, any_family=True),
+        PortRequest(service="web", target=80, first=8000, last=8000, any_family=True),
+        PortRequest(service="web", target=81, first=8001, last=8001, any_family=True),
+        PortRequest(service="web", target=22, first=7000, last=7010, any_family=True),
     )
     assert got[2].ephemeral and got[2].describe() == "an ephemeral port/tcp"
     assert got[5].describe() == "host port 7000-7010/tcp"
@@ -151,6 +151,53 @@ def test_ephemeral_port_is_the_kernels_choice_and_held() -> None:
         assert lookup(held.bindings, "p-web-1", 9001) == []
         held.close()
         assert can_bind(tcp.host_port)
+
+
+def ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_dual_stack_holds_the_same_port_on_ipv6_when_no_host_ip_is_given() -> None:
+    if not ipv6_available():
+        pytest.skip("no IPv6 on this host")
+    wanted = [
+        ContainerPorts(
+            container="p-web-1", service="web", ports=short("9000", "127.0.0.1::9001", "0.0.0.0::9002")
+        )
+    ]
+    with reserve(wanted, dual_stack=True) as r:
+        held = r.take("p-web-1")
+        four, six, loop, explicit = held.bindings  # only the port without host_ip is doubled
+        assert (four.host_ip, six.host_ip) == ("0.0.0.0", "::") and four.host_port == six.host_port > 0
+        assert str(six) == f"[::]:{six.host_port}->9000/tcp" and six.ipv6
+        assert loop.host_ip == "127.0.0.1" and explicit.host_ip == "0.0.0.0"
+        with socket.socket(socket.AF_INET6) as probe, pytest.raises(OSError):
+            probe.bind(("::", six.host_port))
+        held.close()
+    with reserve(wanted) as r:  # without dual_stack: IPv4 only
+        assert [b.host_ip for b in r.bindings()] == ["0.0.0.0", "127.0.0.1", "0.0.0.0"]
+
+
+def test_dual_stack_publishes_ipv4_only_when_the_ipv6_port_is_taken() -> None:
+    if not ipv6_available():
+        pytest.skip("no IPv6 on this host")
+    with socket.socket(socket.AF_INET6) as other:
+        other.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        other.bind(("::", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        wanted = [ContainerPorts(container="p-web-1", service="web", ports=short(f"{port}:80"))]
+        try:
+            reservation = reserve(wanted, dual_stack=True)
+        except PortInUse:
+            pytest.skip(f"port {port} is busy on IPv4 too")
+        with reservation as r:
+            assert [b.host_ip for b in r.bindings()] == ["0.0.0.0"]
 
 
 def two_listeners() -> tuple[socket.socket, socket.socket]:
