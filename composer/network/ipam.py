@@ -32,12 +32,16 @@ import hashlib
 import ipaddress
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from composer.errors import ComposerError
+
+T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_POOLS",
@@ -458,6 +462,16 @@ def release_address(record: NetworkRecord, container: str) -> NetworkRecord:
 # --- the state file -----------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class _Change(Generic[T]):
+    """One change waiting for `IpamStore.apply`'s next transaction."""
+
+    change: Callable[[IpamState], T]
+    result: T | None = None
+    error: Exception | None = None
+    done: bool = False
+
+
 @dataclass(slots=True)
 class IpamState:
     """The records of every composer network, as read inside one transaction."""
@@ -488,6 +502,43 @@ class IpamStore:
         self.folder = folder
         self.path = folder / "ipam.json"
         self.lock_path = folder / "ipam.lock"
+        self._leader = threading.Lock()  # one thread commits the queued changes at a time
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Change[Any]] = []
+
+    def apply(self, change: Callable[[IpamState], T]) -> T:
+        """Run `change` inside a transaction and return what it returns (sync, thread-safe).
+
+        Changes that threads ask for at the same time share one transaction (one read and one write
+        of the file instead of one each: 50 containers' addresses given back by `down` took 0.13 s one
+        by one). A change that raises leaves the state as it found it; the others are kept."""
+        job = _Change(change)
+        with self._queue_lock:
+            self._queue.append(job)
+        with self._leader:
+            if not job.done:
+                with self._queue_lock:
+                    jobs, self._queue = self._queue, []
+                self._commit(jobs)
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _commit(self, jobs: list[_Change[Any]]) -> None:
+        try:
+            with self.transaction() as state:
+                for job in jobs:
+                    before = dict(state._records), state.changed
+                    try:
+                        job.result = job.change(state)
+                    except Exception as exc:
+                        state._records, state.changed = before
+                        job.error = exc
+                    job.done = True
+        except Exception as exc:  # the file itself: every change of this round fails with it
+            for job in jobs:
+                if not job.done or job.error is None:
+                    job.error, job.done = exc, True
 
     def read(self) -> IpamState:
         """A snapshot without the lock (for `ls`-like readers; never write it back)."""

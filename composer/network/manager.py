@@ -44,6 +44,7 @@ from composer.network.attach import (
 from composer.network.firewall import FirewallError, NftFirewall, foreign_forward_drop
 from composer.network.ipam import (
     DEFAULT_POOLS,
+    IpamState,
     IpamStore,
     NetworkRecord,
     Pool,
@@ -452,8 +453,9 @@ class NetworkManager:
     def _assign(
         self, container: str, networks: tuple[tuple[NetworkHandle, ServiceNetworkLike | None], ...]
     ) -> list[InterfaceRequest]:
-        out = []
-        with self.store.transaction() as state:
+
+        def change(state: IpamState) -> list[InterfaceRequest]:
+            out = []
             for handle, options in networks:
                 record = state.get(handle.name)
                 if record is None:
@@ -485,7 +487,9 @@ class NetworkManager:
                         gw_priority=options.gw_priority if options is not None else 0,
                     )
                 )
-        return out
+            return out
+
+        return self.store.apply(change)
 
     async def detach(self, attachment: Attachment, *, release: bool = False, wait: bool = False) -> None:
         """The container is gone (or going): unpin its netns if pinned (lazy teardown: the kernel
@@ -510,10 +514,12 @@ class NetworkManager:
         )
 
     def _release(self, container: str, networks: tuple[str, ...] | None) -> None:
-        with self.store.transaction() as state:
+        def change(state: IpamState) -> None:
             for record in state.records():
                 if networks is None or record.name in networks:
                     state.put(release_address(record, container))
+
+        self.store.apply(change)
 
 
 def _handle(record: NetworkRecord) -> NetworkHandle:

@@ -13,6 +13,7 @@ from composer.network.attach import InterfaceRequest, mac_for, plan_interfaces
 from composer.network.ipam import (
     DEFAULT_POOLS,
     IpamError,
+    IpamState,
     IpamStore,
     NetworkRecord,
     Pool,
@@ -185,6 +186,55 @@ def test_two_processes_never_hand_out_the_same_address(tmp_path: Path) -> None:
         assert worker.exitcode == 0
     everything = [a for r in results for a in r]
     assert len(everything) == 60 and len(set(everything)) == 60
+
+
+def test_changes_from_many_threads_share_transactions_and_a_failing_one_is_undone(tmp_path: Path) -> None:
+    import threading
+
+    store = IpamStore(tmp_path / "network")
+    with store.transaction() as state:
+        state.put(plan_network(SubnetRequest(name="shared", subnet="10.8.0.0/24")))
+    writes = 0
+    save = store._save
+
+    def counting_save(state: object) -> None:
+        nonlocal writes
+        writes += 1
+        save(state)  # type: ignore[arg-type]
+
+    store._save = counting_save  # type: ignore[method-assign]
+    got: dict[str, object] = {}
+    start = threading.Barrier(21)
+
+    def grab(name: str) -> None:
+        def change(state: IpamState) -> str:
+            record = state.get("shared")
+            assert record is not None
+            record = assign_address(record, name)
+            state.put(record)
+            if name == "bad":  # after its put: the put must be undone
+                raise IpamError("no")
+            return str(record.address_of(name))
+
+        start.wait()
+        try:
+            got[name] = store.apply(change)
+        except IpamError as exc:
+            got[name] = exc
+
+    threads = [threading.Thread(target=grab, args=(f"c{n}",)) for n in range(19)]
+    threads.append(threading.Thread(target=grab, args=("bad",)))
+    for thread in threads:
+        thread.start()
+    start.wait()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert isinstance(got.pop("bad"), IpamError)
+    assert len(got) == 19 and len(set(got.values())) == 19  # every one its own address
+    record = store.read().get("shared")
+    assert record is not None and record.address_of("bad") is None
+    assert all(str(record.address_of(name)) == address for name, address in got.items())
+    assert 1 <= writes < 19  # grouped: fewer writes of the file than changes
 
 
 def test_interfaces_are_ordered_named_and_routed() -> None:
