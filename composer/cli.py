@@ -49,7 +49,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_global_flags(
-    parser: argparse.ArgumentParser, *, suppress: bool, project: bool = True, short_file: bool = True
+    parser: argparse.ArgumentParser,
+    *,
+    suppress: bool,
+    project: bool = True,
+    short_file: bool = True,
+    short_project: bool = True,
 ) -> None:
     """The global flags, accepted before the command and (as Compose allows) after it. `project=False`
     leaves out the compose-file flags (for `image ...`, whose `-f` means --force, as in Docker)."""
@@ -59,7 +64,7 @@ def _add_global_flags(
 
     group = parser.add_argument_group("global options")
     if project:
-        _add_project_flags(group, default, short_file=short_file)
+        _add_project_flags(group, default, short_file=short_file, short_project=short_project)
     group.add_argument(
         "--debug", action="store_true", default=default(False), help="show tracebacks and debug logs"
     )
@@ -74,14 +79,21 @@ def _add_global_flags(
 
 
 def _add_project_flags(
-    group: argparse._ArgumentGroup, default: Callable[[object], object], *, short_file: bool = True
+    group: argparse._ArgumentGroup,
+    default: Callable[[object], object],
+    *,
+    short_file: bool = True,
+    short_project: bool = True,
 ) -> None:
     group.add_argument(
         *(("-f", "--file") if short_file else ("--file",)), dest="files", action="append",
         default=default([]), metavar="FILE",
         help="compose file (repeatable; '-' reads standard input)",
     )  # fmt: skip
-    group.add_argument("-p", "--project-name", dest="project_name", default=default(None), metavar="NAME")
+    group.add_argument(
+        *(("-p", "--project-name") if short_project else ("--project-name",)), dest="project_name",
+        default=default(None), metavar="NAME",
+    )  # fmt: skip
     group.add_argument(
         "--profile", dest="profiles", action="append", default=default([]), metavar="PROFILE",
         help="enable a profile (repeatable)",
@@ -148,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
-        # `logs -f` is --follow and `rm -f` --force, as in Compose: there, -f FILE goes before the command
-        _add_global_flags(parser, suppress=True, short_file=name not in ("logs", "rm"))
+        # `logs -f` is --follow, `rm -f` --force and `run -p` --publish, as in Compose: there, -f FILE
+        # and -p NAME go before the command
+        _add_global_flags(parser, suppress=True, short_file=name not in ("logs", "rm"),
+                          short_project=name != "run")  # fmt: skip
         return parser
 
     def services(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +214,7 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
     ps.add_argument("--services", dest="list_services", action="store_true", help="only service names")
     ps.add_argument("--status", action="append", default=[], help="only containers in this state")
+    ps.add_argument("--filter", metavar="status=STATE", help="only containers in this state")
     ps.add_argument("--format", default="table", choices=("table", "json"), help="output format")
 
     logs = command("logs", "show container output")
@@ -273,10 +288,19 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> No
     run.add_argument("--name", help="the container's name")
     run.add_argument("-u", "--user", help="run as this user")
     run.add_argument("-w", "--workdir", help="working directory")
-    run.add_argument(
-        "-T", "--no-TTY", dest="no_tty", action="store_true", help="accepted (stdio is passed as is)"
-    )
+    run.add_argument("-T", "--no-TTY", dest="no_tty", action="store_true",
+                     help="no pseudo-terminal (default: one if stdin and stdout are terminals)")  # fmt: skip
+    run.add_argument("-t", "--tty", action="store_true", help="a pseudo-terminal even without a terminal")
+    run.add_argument("-i", "--interactive", action="store_true", help="accepted: stdin is always attached")
     run.add_argument("-P", "--service-ports", action="store_true", help="publish the service's ports")
+    run.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST:]PORT[/PROTO]",
+                     help="publish a container port (repeatable)")  # fmt: skip
+    run.add_argument("-v", "--volume", dest="volumes", action="append", default=[], metavar="VOLUME",
+                     help="mount a volume or bind a host path (SOURCE:TARGET[:ro], repeatable)")  # fmt: skip
+    run.add_argument("-l", "--label", dest="labels", action="append", default=[], metavar="KEY=VALUE",
+                     help="add or override a label (repeatable)")  # fmt: skip
+    run.add_argument("--use-aliases", action="store_true",
+                     help="the service's name and network aliases for this container too")  # fmt: skip
     run.add_argument("--build", action="store_true", help="build the image first")
     run.add_argument("service", metavar="SERVICE")
     run.add_argument("run_command", nargs=argparse.REMAINDER, metavar="COMMAND")
@@ -431,8 +455,16 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
                         timeout=args.timeout, dry_run=args.dry_run)  # fmt: skip
         return lifecycle.down(options, down, cwd=cwd, environ=environ)
     if command == "ps":
+        status = list(args.status)
+        if args.filter is not None:
+            key, eq, value = args.filter.partition("=")
+            if not eq:
+                raise UsageError("arguments to --filter should be in form KEY=VAL")
+            if key != "status":
+                raise UsageError(f"unknown filter {key} (supported: status)")
+            status.append(value)
         ps = PsArgs(services=tuple(args.services), all=args.all, quiet=args.quiet,
-                    list_services=args.list_services, status=tuple(args.status),
+                    list_services=args.list_services, status=tuple(status),
                     format=args.format)  # fmt: skip
         return lifecycle.ps(options, ps, cwd=cwd, environ=environ)
     if command == "logs":
@@ -459,7 +491,9 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
         run = RunArgs(service=args.service, command=tuple(args.run_command), remove=args.remove,
                       no_deps=args.no_deps, detach=args.detach, env=tuple(args.env),
                       entrypoint=args.entrypoint, name=args.name, user=args.user, workdir=args.workdir,
-                      no_tty=args.no_tty, service_ports=args.service_ports, build=args.build)  # fmt: skip
+                      no_tty=args.no_tty, tty=args.tty, service_ports=args.service_ports,
+                      publish=tuple(args.publish), volumes=tuple(args.volumes), labels=tuple(args.labels),
+                      use_aliases=args.use_aliases, build=args.build)  # fmt: skip
         return lifecycle.run(options, run, cwd=cwd, environ=environ)
     if command == "cp":
         return lifecycle.cp(

@@ -187,6 +187,11 @@ class RunArgs:
     name: str | None = None
     user: str | None = None
     workdir: str | None = None
-    no_tty: bool = False
-    service_ports: bool = False
+    no_tty: bool = False  # -T: no pseudo-terminal (by default one when stdin and stdout are terminals)
+    tty: bool = False  # -t: a pseudo-terminal even when they are not
+    service_ports: bool = False  # -P: publish the service's ports (never published otherwise)
+    publish: tuple[str, ...] = ()  # -p: publish these instead ([IP:][HOST:]CONTAINER[/PROTO])
+    volumes: tuple[str, ...] = ()  # -v: more mounts, in the short syntax of a service's `volumes`
+    labels: tuple[str, ...] = ()  # -l KEY=VALUE
+    use_aliases: bool = False  # the service's name and network aliases for the one-off container too
     build: bool = False

@@ -9,6 +9,7 @@ state files and need no supervisor.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -699,11 +700,13 @@ def _ps_json(record: ContainerRecord, project: str, now: float) -> dict[str, Any
 
 
 def ps(options: GlobalOptions, args: PsArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
-    """`composer ps`: the project's containers from the state files (running ones; -a: all)."""
+    """`composer ps`: the project's containers from the state files: running ones, not those of `run`;
+    -a (or --status) all of them, `run`'s one-off containers included (Compose's oneoff filter)."""
     project, _, _ = _load_or_state(options, cwd, environ, args.services)
     layout = _layout(options, environ)
     now = time.time()
-    records = [r for r in _records(layout, project.name) if not r.one_off]
+    one_off = args.all or bool(args.status)
+    records = [r for r in _records(layout, project.name) if one_off or not r.one_off]
     if args.services:
         records = [r for r in records if r.service in args.services]
     if args.status:
@@ -813,12 +816,14 @@ def exec_(options: GlobalOptions, args: ExecArgs, *, cwd: str, environ: Mapping[
     pid = record.pid
     if spec is None or pid is None:
         raise ComposerError(f"container {record.name}: its launch spec is missing")
-    tty = not args.no_tty and sys.stdin.isatty() and sys.stdout.isatty()
+    from composer.app.terminal import StdioPipes, wants_tty
+
+    tty = not args.detach and wants_tty(no_tty=args.no_tty)
     forkserver = ForkServer.start()
     try:
         import trio
 
-        from composer.runtime.launch import Runtime
+        from composer.runtime.launch import ContainerStartError, Runtime
         from composer.runtime.spec import Stdio
 
         runtime = Runtime(layout, forkserver)
@@ -833,19 +838,35 @@ def exec_(options: GlobalOptions, args: ExecArgs, *, cwd: str, environ: Mapping[
             try:
                 if tty:
                     return await _exec_tty(runtime, container, args)
-                stdio = Stdio(stdin=None if args.detach else 0, stdout=None if args.detach else 1,
-                              stderr=None if args.detach else 2)  # fmt: skip
-                process = await runtime.start_exec(
-                    container, list(args.command), env=args.env, user=args.user, cwd=args.workdir, stdio=stdio
-                )
                 if args.detach:
+                    await runtime.start_exec(
+                        container, list(args.command), env=args.env, user=args.user, cwd=args.workdir
+                    )
                     return 0
-                try:
-                    status = await process.wait()
-                except BaseException:
-                    await process.kill_and_reap()
-                    raise
+                # -T at a terminal: the process gets pipes, never our terminal itself
+                with contextlib.closing(StdioPipes.open()) as pipes:
+                    stdin, stdout, stderr = pipes.given
+                    process = await runtime.start_exec(
+                        container, list(args.command), env=args.env, user=args.user, cwd=args.workdir,
+                        stdio=Stdio(stdin=stdin, stdout=stdout, stderr=stderr),
+                    )  # fmt: skip
+                    pipes.handed_over()
+                    try:
+                        finished = trio.Event()
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(pipes.copy, finished)
+                            status = await process.wait()
+                            finished.set()
+                    except BaseException:
+                        await process.kill_and_reap()
+                        raise
                 return status.code
+            except ContainerStartError as exc:
+                if exc.stage != "exec":
+                    raise
+                # like `docker exec`: 127 for a command not found, 126 for one that cannot run
+                print(exc.render(), file=sys.stderr)
+                return 127 if exc.errno == errno.ENOENT else 126
             finally:
                 os.close(container.pidfd) if container._status is None else None
 
@@ -855,45 +876,35 @@ def exec_(options: GlobalOptions, args: ExecArgs, *, cwd: str, environ: Mapping[
 
 
 async def _exec_tty(runtime: Any, container: Any, args: ExecArgs) -> int:
-    import termios
-    import tty as ttymod
-
+    """`exec` with a pseudo-terminal: the caller's terminal relayed to it (composer.app.terminal)."""
     import trio
+
+    from composer.app.terminal import raw_mode, relay, terminal_size
 
     process = await runtime.start_exec(
         container, list(args.command), env=args.env, user=args.user, cwd=args.workdir, tty=True,
-        tty_size=os.get_terminal_size(1)[::-1] if sys.stdout.isatty() else (24, 80),
+        tty_size=terminal_size(1),
     )  # fmt: skip
     terminal = process.terminal
-    saved = termios.tcgetattr(0)
-    ttymod.setraw(0)
+    status: Any = None
     try:
-        async with trio.open_nursery() as nursery:
+        with raw_mode(0):
+            finished = trio.Event()
+            async with trio.open_nursery() as nursery:
 
-            async def copy_in() -> None:
-                async with trio.lowlevel.FdStream(os.dup(0)) as source:
-                    while data := await source.receive_some(4096):
-                        await trio.to_thread.run_sync(os.write, terminal.fd, data)
+                async def wait() -> None:
+                    nonlocal status
+                    status = await process.wait()
+                    finished.set()
 
-            async def copy_out() -> None:
-                while True:
-                    await trio.lowlevel.wait_readable(terminal.fd)
-                    try:
-                        data = os.read(terminal.fd, 65536)
-                    except OSError:
-                        return
-                    if not data:
-                        return
-                    os.write(1, data)
-
-            nursery.start_soon(copy_in)
-            await copy_out()
-            nursery.cancel_scope.cancel()
-        status = await process.wait()
-        return int(status.code)
+                nursery.start_soon(wait)
+                await relay(terminal.fd, finished)
+    except BaseException:
+        await process.kill_and_reap()
+        raise
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
         terminal.close()
+    return int(status.code)
 
 
 # --- ls --------------------------------------------------------------------------------------------------
@@ -1158,13 +1169,21 @@ def _event_actions(before: dict[str, Any] | None, change: dict[str, Any]) -> lis
 # --- run -------------------------------------------------------------------------------------------------
 
 
-def one_off_service(service: Any, args: RunArgs, environ: Mapping[str, str]) -> Any:
-    """The service as `run` starts it: its command, entrypoint, environment, user and working dir
-    replaced by the flags; no restart policy, no container_name, and no published ports unless
-    --service-ports (Compose's rules)."""
+def one_off_service(
+    project: Project, service: Any, args: RunArgs, environ: Mapping[str, str], *, cwd: str, tty: bool
+) -> Any:
+    """The service as `run` starts it (Compose's rules): its command, entrypoint, environment, user and
+    working dir replaced by the flags, `-v` mounts added, `-l` labels over its own; no restart policy,
+    no container_name; no published ports but `-p` ones, or its own with --service-ports; on its
+    networks under its container name only, unless --use-aliases (then the service's name and aliases
+    too); `tty` as the command line decided. UsageError for a bad flag value."""
     import dataclasses
     import shlex
 
+    from composer.spec.normalize import parse_port
+
+    if args.publish and args.service_ports:
+        raise UsageError("--service-ports and --publish are incompatible")
     env = dict(service.environment)
     for item in args.env:
         key, eq, value = item.partition("=")
@@ -1172,12 +1191,53 @@ def one_off_service(service: Any, args: RunArgs, environ: Mapping[str, str]) -> 
             env[key] = value
         elif key in environ:
             env[key] = environ[key]
+    ports = tuple(service.ports) if args.service_ports else ()
+    if args.publish:
+        published = []
+        for item in args.publish:
+            try:
+                published += parse_port(item)
+            except ValueError as exc:
+                raise UsageError(f"run --publish {item!r}: {exc}") from None
+        ports = tuple(published)
+    labels = dict(service.labels)
+    for item in args.labels:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"run --label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    volumes = list(service.volumes)
+    declared = {v.key for v in project.volumes}
+    for item in args.volumes:
+        mount = _volume_flag(item)
+        if not mount.target.startswith("/"):
+            raise UsageError(f"run --volume {item!r}: the target {mount.target!r} is not an absolute path")
+        if mount.type == "bind" and mount.source is not None:
+            source = mount.source
+            if source.startswith("~"):
+                source = environ.get("HOME", "/root") + source[1:]
+            # relative to the current directory, as `docker run -v` takes it
+            mount = dataclasses.replace(mount, source=os.path.normpath(os.path.join(cwd, source)))
+        elif mount.type == "volume" and mount.source is not None and mount.source not in declared:
+            raise UsageError(
+                f"run --volume {item!r}: {mount.source!r} is not a volume of the project (one declared "
+                "under the top-level volumes that a service uses); a host path starts with /, ./ or ~"
+            )
+        volumes.append(mount)
+    networks = tuple(
+        dataclasses.replace(net, aliases=(service.name, *net.aliases) if args.use_aliases else ())
+        for net in service.networks
+    )
     changes: dict[str, Any] = {
         "environment": tuple(env.items()),
         "restart": "no",
         "deploy": dataclasses.replace(service.deploy, restart_policy=None) if service.deploy else None,
         "container_name": None,
-        "ports": service.ports if args.service_ports else (),
+        "ports": ports,
+        "labels": tuple(sorted(labels.items())),
+        "volumes": tuple(volumes),
+        "networks": networks,
+        "tty": tty,
     }
     if args.command:
         changes["command"] = tuple(args.command)
@@ -1192,61 +1252,126 @@ def one_off_service(service: Any, args: RunArgs, environ: Mapping[str, str]) -> 
     return dataclasses.replace(service, **changes)
 
 
+def _volume_flag(item: str) -> Any:
+    from composer.spec.normalize import parse_volume
+
+    try:
+        return parse_volume(item)
+    except ValueError as exc:
+        raise UsageError(f"run --volume {item!r}: {exc}") from None
+
+
 def run(options: GlobalOptions, args: RunArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
-    """`composer run SERVICE [COMMAND...]`: a one-off container, with the terminal's stdio unless -d."""
+    """`composer run SERVICE [COMMAND...]`: a one-off container, with the caller's stdio (or its terminal
+    relayed to a pty of the container's) unless -d."""
     import dataclasses
 
     import trio
 
+    from composer.app.terminal import StdioPipes, raw_mode, relay, terminal_size, wants_tty
     from composer.engine.plan import UpOptions
     from composer.engine.protocol import Request
 
+    if args.tty and args.no_tty:
+        raise UsageError("--tty and --no-TTY are incompatible")
     project, environment, files = _load(options, cwd, environ, (args.service,))
     layout = _layout(options, environ)
     service = project.service(args.service)
+    if args.detach:  # its output goes to its log: a pty only if asked for (or the service's own)
+        tty = args.tty or (bool(service.tty) and not args.no_tty)
+    else:
+        tty = wants_tty(no_tty=args.no_tty, force=args.tty)
+    wanted = {m.source for item in args.volumes if (m := _volume_flag(item)).type == "volume" and m.source}
+    known = {v.key for v in project.volumes}
+    if wanted - known:  # a volume of a service outside `run`'s selection (loading for it dropped it)
+        everything, _, _ = _load(options, cwd, environ)
+        more = tuple(v for v in everything.volumes if v.key in wanted - known)
+        project = dataclasses.replace(
+            project, volumes=tuple(sorted((*project.volumes, *more), key=lambda v: v.key))
+        )
+    adapted = one_off_service(project, service, args, environ, cwd=cwd, tty=tty)
     if service.build is not None:
         _build_missing(
             options, project, environment, layout, environ, always=args.build, services=(args.service,)
         )
-    adapted = one_off_service(service, args, environ)
     run_project = dataclasses.replace(
         project, services=tuple(adapted if s.name == args.service else s for s in project.services)
     )
     deps = tuple(d.service for d in service.depends_on if d.service in project.service_names())
     progress = Progress(project)
+    relayed = tty and not args.detach
 
     async def main() -> int:
         if deps and not args.no_deps:
             up_request = Request(op="up", project=project, environ=environment, up=UpOptions(services=deps))
             _finish(*await _call(layout, project.name, options, up_request, progress))
         request = Request(op="run", project=run_project, environ=environment, services=(args.service,),
-                          name=args.name, detach=args.detach, remove=args.remove,
-                          compose_files=files)  # fmt: skip
+                          name=args.name, detach=args.detach, remove=args.remove, compose_files=files,
+                          tty=relayed, tty_size=terminal_size(1) if relayed else (24, 80))  # fmt: skip
         started: list[str] = []
+        masters: list[int] = []
+        got_terminal = trio.Event()
+        finished = trio.Event()
+
+        # -T at a terminal: the process gets pipes, never our terminal itself (as through Docker's API)
+        pipes = StdioPipes.open() if not args.detach and not relayed else None
 
         def on_message(message: dict[str, Any]) -> None:
+            if pipes is not None:
+                pipes.handed_over()  # the supervisor holds its copies by now
+            fds = list(message.get("fds", ()))
+            if message.get("terminal") and fds and not masters:
+                masters.append(fds.pop(0))
+                got_terminal.set()
+            for fd in fds:
+                os.close(fd)
             if "started" in message:
                 started.append(message["started"])
             else:
                 progress(message)
 
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            result: tuple[int, str | None] | None = None
-            async with trio.open_nursery() as nursery:
+        try:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                result: tuple[int, str | None] | None = None
+                async with trio.open_nursery() as nursery:
 
-                async def call() -> None:
-                    nonlocal result
-                    fds = () if args.detach else (0, 1, 2)
-                    result = await _call(layout, project.name, options, request, on_message, fds=fds)
-                    nursery.cancel_scope.cancel()
+                    async def call() -> None:
+                        nonlocal result
+                        fds = pipes.given if pipes is not None else ()
+                        result = await _call(layout, project.name, options, request, on_message, fds=fds)
+                        if pipes is not None:
+                            pipes.handed_over()
+                        finished.set()
+                        if not got_terminal.is_set() and pipes is None:
+                            nursery.cancel_scope.cancel()
 
-                async def interrupted() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()  # the connection closes: the supervisor stops it
-                        return
+                    async def copy() -> None:
+                        assert pipes is not None
+                        await pipes.copy(finished)
+                        nursery.cancel_scope.cancel()
 
-                nursery.start_soon(call)
-                nursery.start_soon(interrupted)
+                    async def terminal() -> None:
+                        await got_terminal.wait()
+                        with raw_mode(0):
+                            await relay(masters[0], finished)
+                        nursery.cancel_scope.cancel()
+
+                    async def interrupted() -> None:
+                        async for _ in signals:
+                            nursery.cancel_scope.cancel()  # the connection closes: the supervisor stops it
+                            return
+
+                    nursery.start_soon(call)
+                    nursery.start_soon(interrupted)
+                    if relayed:
+                        nursery.start_soon(terminal)
+                    if pipes is not None:
+                        nursery.start_soon(copy)
+        finally:
+            for fd in masters:
+                os.close(fd)
+            if pipes is not None:
+                pipes.close()
         if result is None:
             return 130
         code = _finish(*result)

@@ -72,10 +72,10 @@ class _Server:
 
                 lock = trio.Lock()
 
-                async def send(message: dict[str, Any]) -> None:
+                async def send(message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
                     async with lock:  # a frame is never interleaved with another
                         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                            await send_frame(stream, message)
+                            await send_frame(stream, message, fds)
 
                 if request.op == "watch":
                     await self._until_gone(stream, self.watch(send))
@@ -179,24 +179,36 @@ class _Server:
             unsubscribe()
 
     async def run_one_off(
-        self, request: Request, fds: list[int], send: Callable[[dict[str, Any]], Awaitable[None]]
+        self, request: Request, fds: list[int], send: Callable[..., Awaitable[None]]
     ) -> None:
         """`run`: a one-off container of the request's (already adapted) service. In the foreground it
-        gets the client's descriptors as stdio and lives as long as the client's connection: a client
-        that goes stops it (then removes it with --rm)."""
+        gets the client's descriptors as stdio, or with `tty` a pty whose master goes back to the client,
+        and lives as long as the client's connection: a client that goes stops it (then removes it
+        with --rm)."""
         sup = self.supervisor
         unit: Unit | None = None
         self.busy += 1
         try:
+            error: str | None = None
             try:
                 unit = await self._create_one_off(request, fds)
-            except ComposerError as exc:
-                await send({"result": 1, "error": one_line(str(exc))})
-                return
+            except* ComposerError as group:  # a start's error comes out of nurseries in a group
+                error = "; ".join(one_line(str(e)) for e in _leaves(group))
             finally:
                 for fd in fds:
                     os.close(fd)
-            await send({"started": unit.record.name, "id": unit.record.id})
+            if error is not None or unit is None:
+                await send({"result": 1, "error": error or "the container did not start"})
+                return
+            terminal, unit.terminal = unit.terminal, None
+            if terminal is not None:
+                try:  # the client relays its terminal to it; ours closes (the client's end keeps it)
+                    await send({"started": unit.record.name, "id": unit.record.id, "terminal": True},
+                               (terminal.fd,))  # fmt: skip
+                finally:
+                    terminal.close()
+            else:
+                await send({"started": unit.record.name, "id": unit.record.id})
             if request.detach:
                 await send({"result": 0, "error": None})
                 return
@@ -238,7 +250,13 @@ class _Server:
                 )
             )
             unit = sup.register(record, launch)
-            if len(fds) == 3 and not request.detach:
+            if request.tty and not request.detach:
+                unit.relay_tty = True
+                unit.launch = dataclasses.replace(
+                    launch, spec=dataclasses.replace(launch.spec, tty=True, tty_size=request.tty_size)
+                )
+                unit.record.log_path = None
+            elif len(fds) == 3 and not request.detach:
                 unit.stdio = Stdio(stdin=fds[0], stdout=fds[1], stderr=fds[2])
                 unit.record.log_path = None
             try:

@@ -5,7 +5,8 @@ A request is one frame; the answer is frames of `{"event": ...}`, `{"warning": .
 `{"change": ...}`, `{"watching": True}` or `{"started": name}`, and a last `{"result": exit code,
 "error": text or None}`. A frame is a 4-byte big-endian length and a pickle (both ends are this
 package; the socket admits only root). A `run` sends the caller's stdio descriptors with its request
-(SCM_RIGHTS on the frame's first bytes).
+(SCM_RIGHTS on the frame's first bytes); a `run` with a TTY gets the pty's master back the same way,
+with its `{"started": name, "terminal": True}` frame (the client sees it as the message's "fds").
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Request:
     detach: bool = False  # run -d
     remove: bool = False  # run --rm
     compose_files: tuple[str, ...] = ()  # for the com.docker.compose.project.config_files label
+    tty: bool = False  # run: a pty whose master comes back to the client (it relays its terminal)
+    tty_size: tuple[int, int] = (24, 80)  # run: the pty's first size (rows, columns)
 
 
 # -- frames ------------------------------------------------------------------------------------------------
@@ -122,8 +125,13 @@ async def _receive_exactly(stream: trio.SocketStream, size: int) -> bytes | None
     return data
 
 
-async def receive_frame(stream: trio.SocketStream) -> Any:
-    header = await _receive_exactly(stream, _HEADER.size)
+async def receive_frame(stream: trio.SocketStream, fds: list[int] | None = None) -> Any:
+    """The next frame; with `fds`, the descriptors sent with it are appended there (the caller owns
+    them), else refused by the kernel (closed)."""
+    if fds is None:
+        header = await _receive_exactly(stream, _HEADER.size)
+    else:
+        header = await _receive_header_with_fds(stream, fds)
     if header is None:
         return None
     (size,) = _HEADER.unpack(header)
@@ -133,6 +141,23 @@ async def receive_frame(stream: trio.SocketStream) -> Any:
     if data is None:
         return None
     return pickle.loads(data)
+
+
+async def _receive_header_with_fds(stream: trio.SocketStream, fds: list[int]) -> bytes | None:
+    data = b""
+    while len(data) < _HEADER.size:
+        chunk, ancillary, _flags, _addr = await stream.socket.recvmsg(
+            _HEADER.size - len(data), socket.CMSG_SPACE(16 * 4)
+        )
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                received = array.array("i")
+                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
+                fds += list(received)
+        if not chunk:
+            return None
+        data += chunk
+    return data
 
 
 # -- the client ----------------------------------------------------------------------------------------------
@@ -153,7 +178,19 @@ async def call(
     async with stream:
         await send_frame(stream, request, fds)
         while True:
-            message = await receive_frame(stream)
+            received: list[int] = []
+            try:
+                message = await receive_frame(stream, received)
+            except BaseException:
+                for fd in received:
+                    os.close(fd)
+                raise
+            if received:
+                if isinstance(message, dict):
+                    message = {**message, "fds": received}  # on_message owns them now
+                else:
+                    for fd in received:
+                        os.close(fd)
             if message is None:
                 return _GONE
             if "result" in message:

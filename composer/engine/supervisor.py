@@ -67,8 +67,9 @@ from composer.network.manager import NetworkConfig, NetworkHandle, NetworkManage
 from composer.network.ports import ContainerPorts, HeldPorts, PortPublisher, reserve
 from composer.runtime import libc
 from composer.runtime.cgroups import Cgroup, CgroupError, Resources
+from composer.runtime.console import Terminal
 from composer.runtime.launch import AdoptedContainer, Container, ExitStatus, Runtime
-from composer.runtime.spec import ContainerSpec, Network, Stdio
+from composer.runtime.spec import ContainerSpec, Namespace, Network, Stdio
 from composer.spec.model import Project, Service, ServiceNetwork
 from composer.storage import secrets as secret_files
 from composer.storage.layout import Layout
@@ -104,6 +105,8 @@ class Launch:
     extra_hosts: tuple[str, ...] = ()
     join: str = ""  # network_mode `service:NAME` or `container:NAME`: whose network namespace it shares
     links: tuple[Link, ...] = ()  # `links` and `external_links`: names only this container resolves
+    pid: str = ""  # the service's `pid:` (`host`, `service:NAME`, `container:NAME`) and `ipc:` (also
+    ipc: str = ""  # `shareable`: others may join it, as Docker requires of an IPC namespace's owner)
 
 
 @dataclass(eq=False)
@@ -119,6 +122,8 @@ class Unit:
     stdio: Stdio | None = None  # `run` in the foreground: the client's own descriptors, no log file
     netns_inode: int | None = None  # its last run's network namespace (see Supervisor._kept_netns)
     addresses6: dict[str, str] = field(default_factory=dict)  # network -> IPv6 address (enable_ipv6)
+    relay_tty: bool = False  # `run` with a TTY: its pty's master goes to the client (`terminal`), not a log
+    terminal: Terminal | None = None
     generation: int = 0
     last_exit: ExitStatus | None = None
     changed: trio.Event = field(default_factory=trio.Event)
@@ -502,6 +507,8 @@ class Supervisor:
             extra_hosts=service.extra_hosts,
             join=mode if mode.startswith(("service:", "container:")) else "",
             links=() if one_off else parse_links(service.links, service.external_links),
+            pid=service.pid or "",
+            ipc=service.ipc or "",
         )
         self.records.save(record)
         self.records.save_launch(cid, launch)
@@ -620,19 +627,19 @@ class Supervisor:
                 cgroup = Cgroup.create(record.id, launch.resources)
                 stdio = unit.stdio or Stdio(stdout=writes.get("stdout"), stderr=writes.get("stderr"))
                 spec = dataclasses.replace(launch.spec, stdio=stdio, cgroup=cgroup)
-                if launch.join:
-                    joined = self._joined(unit)
-                    spec = dataclasses.replace(spec, network=joined)
+                joined = self._joined(unit)
+                if joined:
+                    spec = dataclasses.replace(spec, **joined)
                     # kept for `exec` and a re-adopting supervisor, which read the launch file
-                    unit.launch = dataclasses.replace(
-                        launch, spec=dataclasses.replace(launch.spec, network=joined)
-                    )
+                    unit.launch = dataclasses.replace(launch, spec=dataclasses.replace(launch.spec, **joined))
                     self.records.save_launch(record.id, unit.launch)
                 elif launch.networks and (kept := self._kept_netns(unit)):
                     spec = dataclasses.replace(spec, network=Network(mode="join", path=kept))
                 container = await self.runtime.start(
                     spec, before_go=lambda pid: self._attach(unit, pid, scope, reuse=bool(kept))
                 )
+                if unit.relay_tty and container.terminal is not None:
+                    unit.terminal, container.terminal = container.terminal, None  # not pumped here
                 for stream in ("stdout", "stderr"):
                     if stream in writes:
                         os.close(writes[stream])
@@ -668,23 +675,47 @@ class Supervisor:
             raise
         return handle
 
-    def _joined(self, unit: Unit) -> Network:
-        """`network_mode: service:X` / `container:X`: X's network namespace, and its /etc/hosts and
-        resolv.conf copied into this container's (Docker shares them)."""
-        kind, _, name = unit.launch.join.partition(":")
-        running = [u for u in self.units.values() if u.container is not None]
+    def _joined(self, unit: Unit) -> dict[str, Any]:
+        """The namespaces this run shares with other running containers, as ContainerSpec fields:
+        `network_mode: service:X` / `container:X` (X's netns, and its /etc/hosts and resolv.conf copied
+        into this container's, as Docker shares them), `pid:` and `ipc:` the same way (an IPC namespace
+        only from a container whose `ipc:` is `shareable` or `host`, Docker's rule)."""
+        launch = unit.launch
+        changes: dict[str, Any] = {}
+        if launch.join:
+            target = self._donor(unit, "network_mode", launch.join)
+            source = self.layout.container_dir(target.record.id)
+            mine = self.layout.container_dir(unit.record.id)
+            for file in ("hosts", "resolv.conf"):
+                rewrite_in_place(mine / file, _read_text(source / file))
+            changes["network"] = Network(mode="join", path=f"/proc/{target.record.pid}/ns/net")
+        pid, ipc = getattr(launch, "pid", ""), getattr(launch, "ipc", "")  # a launch file from before
+        if pid.startswith(("service:", "container:")):
+            target = self._donor(unit, "pid", pid)
+            changes["pid_ns"] = Namespace(mode="join", pid=target.record.pid or 0)
+        if ipc.startswith(("service:", "container:")):
+            target = self._donor(unit, "ipc", ipc)
+            if getattr(target.launch, "ipc", "") not in ("shareable", "host"):
+                raise SupervisorError(
+                    f"service {unit.record.service}: ipc {ipc}: container {target.record.name} has a "
+                    "non-shareable IPC namespace (give it `ipc: shareable`, as Docker requires)"
+                )
+            changes["ipc_ns"] = Namespace(mode="join", pid=target.record.pid or 0)
+        return changes
+
+    def _donor(self, unit: Unit, field: str, ref: str) -> Unit:
+        """The running container that `service:X` / `container:X` names (the service's first)."""
+        kind, _, name = ref.partition(":")
+        running = [u for u in self.units.values() if u.container is not None and u.record.pid]
         if kind == "service":
             found = [u for u in running if u.record.service == name and not u.record.one_off]
         else:
             found = [u for u in running if u.record.name == name]
-        target = min(found, key=lambda u: u.record.number) if found else None
-        if target is None or target.container is None:
-            raise SupervisorError(f"network_mode {unit.launch.join}: no running container to join")
-        source = self.layout.container_dir(target.record.id)
-        mine = self.layout.container_dir(unit.record.id)
-        for file in ("hosts", "resolv.conf"):
-            rewrite_in_place(mine / file, _read_text(source / file))
-        return Network(mode="join", path=f"/proc/{target.container.pid}/ns/net")
+        if not found:
+            raise SupervisorError(
+                f"service {unit.record.service}: {field} {ref}: no running container to join"
+            )
+        return min(found, key=lambda u: u.record.number)
 
     def _kept_netns(self, unit: Unit) -> str:
         """The network namespace of the container's last run, if it outlived that run: a container that
@@ -1084,6 +1115,8 @@ class _RunHandle:
             with trio.move_on_after(2):
                 await self.pumps_done.wait()  # the output the process wrote last
             self.scope.cancel()
+            if self.container.terminal is not None:  # a `tty: true` service's pty (the pump read a dup)
+                self.container.terminal.close()
             await self.supervisor._ended(self.unit, self, status)
         self.finished.set()
         return status

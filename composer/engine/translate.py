@@ -17,6 +17,9 @@ Docker's rules kept here (moby daemon/oci_linux.go, docker/compose pkg/compose/c
   volumes (the service's and the image's VOLUMEs no service mount covers), tmpfs (noexec, nosuid,
   nodev unless `exec`), `shm_size` as the size of /dev/shm, secrets at /run/secrets/<name> (or a
   relative `target` under it) and configs at /<name>, read-only single files; `volumes_from`;
+- pid, ipc: `host`, `service:X` / `container:X` (joined: the supervisor finds X's process at each
+  start), else the container's own (`shareable` too); `shm_size` only sizes an own IPC namespace's
+  /dev/shm;
 - stop signal: the service's, else the image's STOPSIGNAL, else SIGTERM; grace: `stop_grace_period`,
   else 10 s;
 - resources: `mem_limit`, `memswap_limit`, `mem_reservation`, `cpus`, `cpu_quota`, `cpu_period`,
@@ -40,7 +43,16 @@ import composer
 from composer.errors import ComposerError
 from composer.image.config import ImageConfig
 from composer.runtime.cgroups import CgroupError, Resources, resources_from
-from composer.runtime.spec import BindMount, ContainerSpec, Mount, Network, Propagation, Rlimit, TmpfsMount
+from composer.runtime.spec import (
+    BindMount,
+    ContainerSpec,
+    Mount,
+    Namespace,
+    Network,
+    Propagation,
+    Rlimit,
+    TmpfsMount,
+)
 from composer.spec.hashing import config_hash
 from composer.spec.model import FileRef, Project, Service, VolumeBind, VolumeMount
 
@@ -56,6 +68,7 @@ __all__ = [
     "config_targets",
     "container_spec",
     "environment",
+    "namespace",
     "parse_signal",
     "parse_tmpfs",
     "resources",
@@ -412,10 +425,14 @@ def _refuse(service: Service) -> list[str]:
         raise no("device_cgroup_rules", "not supported")
     if service.gpus is not None:
         raise no("gpus", "not supported")
-    if service.pid not in (None, "", "private"):
-        raise no("pid", f"{service.pid!r}: containers always get their own PID namespace")
-    if service.ipc not in (None, "", "private", "shareable"):
-        raise no("ipc", f"{service.ipc!r}: containers always get their own IPC namespace")
+    for field, value, modes in (("pid", service.pid, ("private", "host")),
+                                ("ipc", service.ipc, ("private", "shareable", "host"))):  # fmt: skip
+        if value is None or value in ("", *modes):
+            continue
+        kind, colon, target = value.partition(":")
+        if not colon or kind not in ("service", "container") or not target:
+            expected = ", ".join(modes)
+            raise no(field, f"{value!r}: expected {expected}, service:NAME or container:NAME")
     if service.uts not in (None, "", "private"):
         raise no("uts", f"{service.uts!r}: containers always get their own UTS namespace")
     if service.userns_mode not in (None, "", "host"):
@@ -453,6 +470,16 @@ def _refuse(service: Service) -> list[str]:
         if setting is not None:
             warnings.append(f"service {name}: {field} is accepted but not applied")
     return warnings
+
+
+def namespace(value: str | None) -> Namespace:
+    """`pid:` / `ipc:` as the runtime's Namespace: `host`, a `join` (`service:X` / `container:X`, whose
+    process the supervisor finds at each start), else the container's own."""
+    if value == "host":
+        return Namespace(mode="host")
+    if value is not None and value.startswith(("service:", "container:")):
+        return Namespace(mode="join")
+    return Namespace()
 
 
 def _no_new_privs(service: Service) -> bool:
@@ -508,7 +535,7 @@ def container_spec(
         if use is not None:
             uses.append(use)
     mounts += [parse_tmpfs(entry, service.name) for entry in service.tmpfs]
-    if service.shm_size is not None:
+    if service.shm_size is not None and namespace(service.ipc).mode == "new":  # else the shared one's
         mounts.append(TmpfsMount(target="/dev/shm", size=service.shm_size.bytes, mode=0o1777, noexec=True))
     own = {m.target for m in service.volumes}
     for target in anonymous_volumes(service, image):
@@ -565,6 +592,8 @@ def container_spec(
         rlimits=rlimits(service),
         sysctls=service.sysctls,
         network=network or Network(),
+        pid_ns=namespace(service.pid),
+        ipc_ns=namespace(service.ipc),
         init=bool(service.init),
         tty=service.tty,
     )

@@ -77,6 +77,13 @@ def run_intermediate(plan: LaunchPlan, fds: Mapping[str, int], report_fd: int) -
                 root_fd = -1
                 if plan.netns_path:
                     _stage("netns", lambda: _join_netns(plan.netns_path))
+                for path, kind in plan.join_namespaces:
+                    # pid: the fork below is born in it (setns sets the namespace of our children)
+                    _stage(_NAMESPACE_STAGES.get(kind, "setns"), lambda p=path, k=kind: _join(p, k))  # type: ignore[misc]
+                if plan.shm_from:
+                    trees: list[int] = []
+                    _stage("ipc shm", lambda: trees.append(_clone_shm(plan.shm_from)))
+                    fds = {**fds, "shm": trees[0]}
                 _stage("unshare", lambda: libc.unshare(plan.unshare_flags))
                 if plan.unshare_flags & libc.CLONE_NEWNET:
                     _stage("loopback", _loopback_up)
@@ -110,11 +117,32 @@ def _loopback_up() -> None:
 
 
 def _join_netns(path: str) -> None:
+    _join(path, libc.CLONE_NEWNET)
+
+
+_NAMESPACE_STAGES = {libc.CLONE_NEWPID: "pidns", libc.CLONE_NEWIPC: "ipcns", libc.CLONE_NEWNET: "netns"}
+
+
+def _join(path: str, kind: int) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        libc.setns(fd, libc.CLONE_NEWNET)
+        libc.setns(fd, kind)
     finally:
         os.close(fd)
+
+
+def _clone_shm(mount_ns: str) -> int:
+    """A detached copy of /dev/shm as the mount namespace `mount_ns` (another container's) sees it: we
+    step into that namespace for the open_tree(2) and back out; the copy is attached after /dev is made."""
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _join(mount_ns, libc.CLONE_NEWNS)
+        try:
+            return libc.open_tree("/dev/shm")
+        finally:
+            libc.setns(own, libc.CLONE_NEWNS)
+    finally:
+        os.close(own)
 
 
 def _container_process(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
@@ -147,6 +175,8 @@ def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
         _stage("rootfs", lambda: rootfs.mount_overlay(root, plan.lower_dirs, plan.upper_dir, plan.work_dir))
         _stage("proc", lambda: mounts.mount_proc(root))
         _stage("dev", lambda: mounts.mount_dev(root))
+        if "shm" in fds:  # ipc shared with another container: its /dev/shm over ours
+            _stage("ipc shm", lambda: libc.move_mount(fds["shm"], mounts.secure_join(root, "/dev/shm")))
         _stage("sys", lambda: mounts.mount_sys(root, read_only=plan.sys_read_only))
         for step in plan.mounts:
             _stage(f"mount {step.target}", lambda step=step: mounts.mount_user(root, step))  # type: ignore[misc]

@@ -39,7 +39,15 @@ from composer.runtime.forkserver import ForkServer, LaunchFailed, decode_reply, 
 from composer.runtime.init import INIT_PATH, decode_failure
 from composer.runtime.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 from composer.runtime.plan import LaunchPlan, MountStep
-from composer.runtime.spec import BindMount, CgroupHook, ContainerDirs, ContainerSpec, Stdio, TmpfsMount
+from composer.runtime.spec import (
+    BindMount,
+    CgroupHook,
+    ContainerDirs,
+    ContainerSpec,
+    Namespace,
+    Stdio,
+    TmpfsMount,
+)
 from composer.runtime.users import ResolvedUser, find_in_layers, resolve_user
 
 __all__ = [
@@ -359,6 +367,7 @@ class Runtime:
         merged = _merge_env(base_env, env)
         plan = replace(
             base, kind="exec", target_pid=container.pid, unshare_flags=0, netns_path="", mounts=(),
+            join_namespaces=(), shm_from="",
             argv=tuple(argv), env=merged, cwd=cwd or base.cwd,
             uid=resolved.uid, gid=resolved.gid, groups=resolved.groups, tty=tty, tty_size=tty_size,
         )  # fmt: skip
@@ -412,8 +421,10 @@ def _rlimit_number(name: str) -> int:
     return number
 
 
-def _check_sysctl(key: str, network_mode: str) -> None:
+def _check_sysctl(key: str, network_mode: str, ipc_mode: str = "new") -> None:
     if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if ipc_mode == "host":
+            raise ContainerSpecError(f"sysctls: {key} cannot be set with the host IPC namespace")
         return
     if key.startswith("net."):
         if network_mode == "host":
@@ -476,11 +487,28 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
             flags = libc.MS_NOSUID | libc.MS_NODEV | (libc.MS_NOEXEC if mount.noexec else 0)
             steps.append(MountStep(kind="tmpfs", target=mount.target, read_only=mount.read_only, flags=flags,
                                    data=",".join(options)))  # fmt: skip
+    # a spec from a launch file written before `pid_ns`/`ipc_ns` existed has neither: its own namespaces
+    pid_ns: Namespace = getattr(spec, "pid_ns", None) or Namespace()
+    ipc_ns: Namespace = getattr(spec, "ipc_ns", None) or Namespace()
     for key, _ in spec.sysctls:
-        _check_sysctl(key, spec.network.mode)
+        _check_sysctl(key, spec.network.mode, ipc_ns.mode)
     if spec.network.mode == "join" and not spec.network.path:
         raise ContainerSpecError(f"container {spec.id}: network mode join needs a netns path")
-    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC | libc.CLONE_NEWPID
+    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS
+    joins: list[tuple[str, int]] = []
+    shm_from = ""
+    for what, namespace, clone in (("pid", pid_ns, libc.CLONE_NEWPID),
+                                   ("ipc", ipc_ns, libc.CLONE_NEWIPC)):  # fmt: skip
+        if namespace.mode == "new":
+            flags |= clone
+        elif namespace.mode == "join":
+            if namespace.pid <= 0:
+                raise ContainerSpecError(f"container {spec.id}: joining a {what} namespace needs a pid")
+            joins.append((f"/proc/{namespace.pid}/ns/{what}", clone))
+    if ipc_ns.mode == "join":
+        shm_from = f"/proc/{ipc_ns.pid}/ns/mnt"  # its /dev/shm, as Docker shares the donor's
+    elif ipc_ns.mode == "host":
+        steps.insert(0, MountStep(kind="bind", source="/dev/shm", target="/dev/shm", recursive=False))
     if spec.network.mode == "new":
         flags |= libc.CLONE_NEWNET
     caps = resolve_caps(cap_add=spec.cap_add, cap_drop=spec.cap_drop, privileged=spec.privileged,
@@ -490,6 +518,8 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
         container_id=spec.id,
         unshare_flags=flags,
         netns_path=spec.network.path if spec.network.mode == "join" else "",
+        join_namespaces=tuple(joins),
+        shm_from=shm_from,
         rootfs=str(folder / "rootfs"),
         lower_dirs=lower_dirs,
         upper_dir=str(upper),

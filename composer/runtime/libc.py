@@ -43,6 +43,7 @@ __all__ = [
     "fsopen",
     "mount",
     "move_mount",
+    "open_tree",
     "pivot_root",
     "prctl",
     "setdomainname",
@@ -80,6 +81,9 @@ FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
 FSMOUNT_CLOEXEC = 1
 MOVE_MOUNT_F_EMPTY_PATH = 4
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000  # O_CLOEXEC
+AT_RECURSIVE = 0x8000
 AT_FDCWD = -100
 
 PR_SET_PDEATHSIG = 1
@@ -101,6 +105,7 @@ _SYS_MOVE_MOUNT = 429  # these four too (unified numbering since 5.2)
 _SYS_FSOPEN = 430
 _SYS_FSCONFIG = 431
 _SYS_FSMOUNT = 432
+_SYS_OPEN_TREE = 428
 
 
 class SyscallError(OSError):
@@ -245,6 +250,17 @@ def fsmount(fs_fd: int, attr_flags: int = 0) -> int:
             ctypes.c_uint(attr_flags),
         ),
     )  # fmt: skip
+
+
+def open_tree(path: str, *, recursive: bool = False) -> int:
+    """A detached copy of the mount at `path` (OPEN_TREE_CLONE, close-on-exec), as a bind mount would
+    make; attach it with `move_mount`, in this or another mount namespace."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(
+        "open_tree",
+        _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), _b(path), ctypes.c_uint(flags)),
+        path,
+    )
 
 
 def move_mount(mount_fd: int, target: str) -> None:

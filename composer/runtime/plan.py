@@ -30,6 +30,8 @@ class LaunchPlan:
     # namespaces
     unshare_flags: int = 0  # for the intermediate (start); the PID 1 adds CLONE_NEWCGROUP after GO
     netns_path: str = ""  # join this netns first (start with network mode `join`)
+    join_namespaces: tuple[tuple[str, int], ...] = ()  # (/proc/PID/ns/KIND, CLONE_NEW*) joined before unshare
+    shm_from: str = ""  # a mount namespace (/proc/PID/ns/mnt) whose /dev/shm becomes the container's
     target_pid: int = 0  # exec: the container's PID 1 (its pidfd travels with the request)
     # root filesystem (start)
     rootfs: str = ""

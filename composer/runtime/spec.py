@@ -16,6 +16,7 @@ __all__ = [
     "ContainerDirs",
     "ContainerSpec",
     "Mount",
+    "Namespace",
     "Network",
     "Rlimit",
     "Stdio",
@@ -82,6 +83,16 @@ class Network:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Namespace:
+    """A PID or IPC namespace (`pid:` / `ipc:`): `new` = the container's own, `host` = the supervisor's,
+    `join` = the one of the running process `pid` (another container's PID 1). Joining an IPC
+    namespace also shares that container's /dev/shm, and `host` the host's, as Docker does."""
+
+    mode: Literal["new", "host", "join"] = "new"
+    pid: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rlimit:
     name: str  # "nofile", "nproc", "core", ... (RLIMIT_ without the prefix, any case)
     soft: int
@@ -128,3 +139,6 @@ class ContainerSpec:
     tty: bool = False  # a pseudo-terminal as stdin/stdout/stderr; the caller gets its master (`.terminal`)
     tty_size: tuple[int, int] = (24, 80)  # the terminal's first size: rows, columns
     cgroup: CgroupHook | None = None
+    # last: a launch file pickled before these existed still loads (its fields are positional)
+    pid_ns: Namespace = field(default_factory=Namespace)
+    ipc_ns: Namespace = field(default_factory=Namespace)

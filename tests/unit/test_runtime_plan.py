@@ -12,7 +12,7 @@ from composer.runtime.init import INIT_PATH, decode_failure, encode_failure
 from composer.runtime.launch import ContainerSpecError, ContainerStartError, ExitStatus, build_plan
 from composer.runtime.mounts import DEFAULT_MASKED_PATHS, secure_join
 from composer.runtime.rootfs import fits_mount_data, overlay_options
-from composer.runtime.spec import BindMount, ContainerSpec, Network, Rlimit, Stdio, TmpfsMount
+from composer.runtime.spec import BindMount, ContainerSpec, Namespace, Network, Rlimit, Stdio, TmpfsMount
 from composer.storage.layout import Layout
 
 
@@ -56,6 +56,28 @@ def test_plan_network_modes_init_and_privileged(image: Path, tmp_path: Path) -> 
     init = build_plan(spec_for(image, init=True, privileged=True), layout, last_cap=40)
     assert init.argv == (INIT_PATH, "--", "sh") and init.mounts[-1].target == INIT_PATH
     assert init.masked_paths == () and not init.sys_read_only and init.caps == (1 << 41) - 1
+
+
+def test_plan_pid_and_ipc_namespaces(image: Path, tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "root")
+    host = build_plan(spec_for(image, pid_ns=Namespace(mode="host"), ipc_ns=Namespace(mode="host")), layout,
+                      last_cap=40)  # fmt: skip
+    assert not host.unshare_flags & (libc.CLONE_NEWPID | libc.CLONE_NEWIPC) and not host.join_namespaces
+    assert host.mounts[0].source == host.mounts[0].target == "/dev/shm"  # the host's, as Docker binds it
+    with pytest.raises(ContainerSpecError, match=r"kernel\.shmmax cannot be set with the host IPC namespace"):
+        build_plan(spec_for(image, ipc_ns=Namespace(mode="host"), sysctls=(("kernel.shmmax", "1"),)), layout,
+                   last_cap=40)  # fmt: skip
+    pid_ns, ipc_ns = Namespace(mode="join", pid=41), Namespace(mode="join", pid=42)
+    joined = build_plan(spec_for(image, pid_ns=pid_ns, ipc_ns=ipc_ns), layout, last_cap=40)
+    assert not joined.unshare_flags & (libc.CLONE_NEWPID | libc.CLONE_NEWIPC)
+    assert joined.unshare_flags & libc.CLONE_NEWNS
+    assert joined.join_namespaces == (
+        ("/proc/41/ns/pid", libc.CLONE_NEWPID),
+        ("/proc/42/ns/ipc", libc.CLONE_NEWIPC),
+    )
+    assert joined.shm_from == "/proc/42/ns/mnt"  # that container's /dev/shm
+    with pytest.raises(ContainerSpecError, match="joining a pid namespace needs a pid"):
+        build_plan(spec_for(image, pid_ns=Namespace(mode="join")), layout, last_cap=40)
 
 
 def test_plan_mounts_parents_first_and_etc_files(image: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from composer.engine.translate import (
 )
 from composer.image.config import ImageConfig
 from composer.runtime.cgroups import Resources
-from composer.runtime.spec import BindMount, Network, Rlimit, TmpfsMount
+from composer.runtime.spec import BindMount, Namespace, Network, Rlimit, TmpfsMount
 from composer.spec.hashing import config_hash
 from composer.spec.loader import LoadOptions, load_project
 from composer.spec.model import Project
@@ -407,8 +407,12 @@ def test_two_mounts_on_one_target_are_refused() -> None:
     ("attribute", "message"),
     [
         ("devices: ['/dev/fuse']", "service s: devices: passing host devices"),
-        ("pid: host", "service s: pid: 'host': containers always get their own PID namespace"),
-        ("ipc: host", "service s: ipc: 'host'"),
+        (
+            "pid: shareable",
+            "service s: pid: 'shareable': expected private, host, service:NAME or container:NAME",
+        ),
+        ("ipc: 'none'", "service s: ipc: 'none': expected private, shareable, host, service:NAME"),
+        ("ipc: 'container:'", "service s: ipc: 'container:': expected"),
         ("uts: host", "service s: uts: 'host'"),
         ("userns_mode: 'keep-id'", "service s: userns_mode"),
         ("runtime: nvidia", "service s: runtime: 'nvidia'"),
@@ -418,6 +422,24 @@ def test_two_mounts_on_one_target_are_refused() -> None:
 def test_attributes_that_cannot_be_honoured(attribute: str, message: str) -> None:
     with pytest.raises(TranslateError, match=message.replace("(", r"\(")):
         translate("s: {image: x, " + attribute + "}")
+
+
+def test_pid_and_ipc_namespaces() -> None:
+    own = translate("s: {image: x, shm_size: 1m}").spec
+    assert (own.pid_ns, own.ipc_ns) == (Namespace(), Namespace())
+    assert any(m.target == "/dev/shm" for m in own.mounts)
+    host = translate("s: {image: x, pid: host, ipc: host, shm_size: 1m}").spec
+    assert (host.pid_ns, host.ipc_ns) == (Namespace(mode="host"), Namespace(mode="host"))
+    assert not any(m.target == "/dev/shm" for m in host.mounts), (
+        "shm_size applies to an own IPC namespace only"
+    )
+    shareable = translate("s: {image: x, ipc: shareable}").spec
+    assert shareable.ipc_ns == Namespace()
+    joined = translate(
+        "s: {image: x, pid: 'service:t', ipc: 'container:p-t-1'}\nt: {image: x, ipc: shareable}"
+    ).spec
+    # the process to join is found by the supervisor at each start
+    assert (joined.pid_ns, joined.ipc_ns) == (Namespace(mode="join"), Namespace(mode="join"))
 
 
 def test_attributes_accepted_but_not_applied_are_warned_about() -> None:
