@@ -7,12 +7,13 @@ PY := $(VENV)/bin/python
 CACHE ?= .cache
 # Debian packages the tests need: dpkg-deb and apt fetch the Compose v2 reference binary; busybox-static
 # makes the small test images; mmdebstrap/debootstrap bootstrap debian:<suite>; iproute2 for the leak checks;
-# tini-static is init: true; nft holds composer's egress rules.
-APT_PACKAGES ?= ca-certificates dpkg busybox-static mmdebstrap debootstrap iproute2 tini nftables
+# tini-static is init: true; nft holds composer's egress rules; chromium (headless) takes the e2e tests'
+# screenshot of the inception stack, openssl makes their TLS 1.1 control server's certificate.
+APT_PACKAGES ?= ca-certificates dpkg busybox-static mmdebstrap debootstrap iproute2 tini nftables chromium openssl
 COMPOSE_V2 := $(CACHE)/peers/docker-compose
 INCEPTION := stacks/inception
 
-.PHONY: demo demo-down install apt peers check test bench clean
+.PHONY: demo demo-down install apt peers check test e2e bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,10 @@ demo-down: install
 
 test: apt install peers check
 	COMPOSER_COMPOSE_V2=$(abspath $(COMPOSE_V2)) $(PY) -m pytest -q
+
+# Only the inception stack end to end (tests/e2e, as root): its screenshots land in $(CACHE)/artifacts/.
+e2e: apt install
+	$(PY) -m pytest -q tests/e2e
 
 # crun and runc are only peers to compare with; the tests do not need them.
 bench: apt install peers

@@ -3,9 +3,9 @@
     sudo .venv/bin/python bench/inception.py [--rounds 3] [--cold] [--kills 1] [--keep DIR]
 
 Needs root and the host's Debian mirror (the images are built from debian:bookworm with apt-get). The
-stack runs as the privileged end-to-end test runs it (tests/privileged/test_inception_images.py,
-`_up_copy`): srcs/ copied into a temporary folder, its own secrets (tools/generate-secrets.sh into
-<tmp>/secrets), DATA_DIR=<tmp>/data (wordpress/ and mariadb/ made empty), and an override file that
+stack runs as the end-to-end test runs it (tests/e2e/test_inception.py, the `site` fixture): srcs/
+copied into a temporary folder, its own secrets (tools/generate-secrets.sh into <tmp>/secrets),
+DATA_DIR=<tmp>/data (wordpress/ and mariadb/ made empty), and an override file that
 publishes nginx's 443 on an ephemeral loopback port (`127.0.0.1::443`), so the bench never collides
 with a stack someone runs on 443. Every composer command gets `--root <tmp>/root` and a project name
 unique to the run; at the end (also after a failure, Ctrl-C or SIGTERM) `down -v -t 5`, a bounded wait
@@ -14,25 +14,25 @@ get a bytecode cache in the work folder (PYTHONPYCACHEPREFIX; PYTHONDONTWRITEBYT
 installed composer has one; no COMPOSE_/DOCKER_/COMPOSER_ variables, HOME an empty folder.
 
 Measured (seconds):
-1. `composer build` of the 7 images into the fresh root: always done once (the root has nothing),
+1. `composer build` of the 8 images into the fresh root: always done once (the root has nothing),
    timed and shown as "first in this root" (debian:bookworm bootstrap + apt-get in each Dockerfile).
    `--cold` adds `composer build --no-cache` (every image again from the bootstrapped base: the apt
    part alone, ~1 more minute).
 2. the no-op rebuild (`composer build` again): median and min of 3.
-3. `up -d --wait` from nothing (no container, no supervisor) until it returns with the 7 services
+3. `up -d --wait` from nothing (no container, no supervisor) until it returns with the 8 services
    healthy: round 1 on the empty data folders (MariaDB initialises, WordPress installs) apart from the
    later rounds (data present). Each followed by `down` (data folders kept).
 4. `up -d` (no --wait) and, from its return, the first HTTPS 200 from nginx on the published port
    (http.client + ssl, TLS 1.2, Host: DOMAIN_NAME of srcs/.env, certificate not verified; a try every
    50 ms; the port read from nginx's record as soon as it has one, checked against `composer port
-   nginx 443` afterwards). Then a wait (bounded) until all 7 are healthy, and `down`.
-5. `down` (7 services with their own stop signals and grace periods), both downs of every round; and
+   nginx 443` afterwards). Then a wait (bounded) until all 8 are healthy, and `down`.
+5. `down` (8 services with their own stop signals and grace periods), both downs of every round; and
    how long after `down` returns the project's supervisor has left.
 6. after the rounds, with the stack up again: SIGKILL of MariaDB's main process (the `pid` of its
    `<root>/containers/<id>/record.json`); the record polled every 5 ms until it says running with a new
    pid, then until its health is `healthy` again (after it was reset). --kills in a row.
 7. VmRSS of the supervisor (the pid in `<root>/projects/<project>/supervisor.pid`) and of its
-   fork-server child with the stack up, and the sum over the 7 containers' process trees: right after
+   fork-server child with the stack up, and the sum over the 8 containers' process trees: right after
    every `up -d --wait` of the rounds, 2 s after the last one, and after the MariaDB restart(s).
 
 No Compose numbers for this stack exist in ../shared/research/peers.md (Docker is not installed here);
@@ -76,7 +76,7 @@ from cli_tools import (
 
 REPO = Path(__file__).resolve().parents[1]
 STACK = REPO / "stacks/inception"
-SERVICES = ("nginx", "wordpress", "mariadb", "redis", "ftp", "adminer", "static")
+SERVICES = ("nginx", "wordpress", "mariadb", "redis", "ftp", "adminer", "static", "status")
 OVERRIDE = 'services:\n  nginx:\n    ports: !override ["127.0.0.1::443"]\n'
 
 BUILD_TIMEOUT = 1800.0  # s: one `composer build` (the first one bootstraps debian:bookworm)
@@ -85,7 +85,7 @@ WAIT_TIMEOUT = 240  # s: `up --wait --wait-timeout`
 HTTPS_TIMEOUT = 240.0  # s: from `up -d` returning to the first 200
 HTTPS_POLL = 0.05  # s between two tries
 HTTPS_TRY_TIMEOUT = 10.0  # s: one request
-HEALTHY_TIMEOUT = 240.0  # s: all 7 healthy after `up -d`
+HEALTHY_TIMEOUT = 240.0  # s: all 8 healthy after `up -d`
 RESTART_TIMEOUT = 60.0  # s: MariaDB running again after the kill
 RESTART_HEALTHY_TIMEOUT = 180.0  # s: ... and healthy again
 SUPERVISOR_EXIT_TIMEOUT = 30.0  # s: a supervisor leaving after `down`
@@ -132,7 +132,7 @@ class Stack:
         self.domain = ""
 
     def prepare(self) -> None:
-        """srcs/ copied, secrets generated, empty data folders, the override (the e2e test's `_up_copy`)."""
+        """srcs/ copied, secrets generated, empty data folders, the override (as the e2e `site` fixture)."""
         shutil.copytree(STACK / "srcs", self.srcs)
         subprocess.run(["sh", str(STACK / "tools/generate-secrets.sh"), str(self.work / "secrets")],
                        check=True, capture_output=True, timeout=60)  # fmt: skip
@@ -396,7 +396,7 @@ def up_round(stack: Stack, results: Results, k: int, context: ssl.SSLContext) ->
     if published != str(port):
         results.errors.append(f"round {k + 1}: `composer port nginx 443`: {out.strip()!r}, record: {port}")
     if stack.wait_until(stack.all_healthy, HEALTHY_TIMEOUT) is None:
-        raise CommandFailed(f"not all 7 healthy {HEALTHY_TIMEOUT:g} s after up -d: {health_summary(stack)}")
+        raise CommandFailed(f"not all 8 healthy {HEALTHY_TIMEOUT:g} s after up -d: {health_summary(stack)}")
     # 5. down
     down_and_wait(stack, results)
 
@@ -451,7 +451,7 @@ def kill_mariadb(stack: Stack, results: Results) -> None:
 
 def run_bench(stack: Stack, args: argparse.Namespace, results: Results) -> None:
     stack.prepare()
-    print("building the 7 images into a fresh root (debian:bookworm bootstrap, apt-get) ...", file=sys.stderr)
+    print("building the 8 images into a fresh root (debian:bookworm bootstrap, apt-get) ...", file=sys.stderr)
     results.first_build, _ = stack.composer("build", timeout=BUILD_TIMEOUT)
     if args.cold:
         print("composer build --no-cache ...", file=sys.stderr)
@@ -551,23 +551,23 @@ def print_report(results: Results, args: argparse.Namespace, stack: Stack) -> No
     rows: list[tuple[str, list[float]]] = []
     if r.first_build is not None:
         label = "cold build into a fresh root" if args.cold else "build (first in this root)"
-        rows.append((f"{label}: debian:bookworm bootstrap + 7 images", [r.first_build]))
+        rows.append((f"{label}: debian:bookworm bootstrap + 8 images", [r.first_build]))
     if r.cold_build is not None:
-        rows.append(("build --no-cache of the 7 images (base kept)", [r.cold_build]))
+        rows.append(("build --no-cache of the 8 images (base kept)", [r.cold_build]))
     rows += [
         ("no-op rebuild (composer build again)", r.noop),
-        ("up -d --wait, 7 healthy: first (empty data)", r.up_first),
-        ("up -d --wait, 7 healthy: data present", r.up_data),
+        ("up -d --wait, 8 healthy: first (empty data)", r.up_first),
+        ("up -d --wait, 8 healthy: data present", r.up_data),
         ("up -d (no --wait) until it returns", r.up_plain),
         ("up -d returned -> first HTTPS 200 (TLS 1.2)", r.to_200),
         ("up -d started -> first HTTPS 200", r.start_to_200),
         ("  the request that got it, alone", r.request_200),
-        ("down (7 services, their stop signals)", r.down),
+        ("down (8 services, their stop signals)", r.down),
         ("down returned -> supervisor gone", r.supervisor_gone),
         ("mariadb SIGKILL -> running, new pid", r.kill_running),
         ("mariadb SIGKILL -> healthy again", r.kill_healthy),
     ]
-    print(f"inception stack (stacks/inception, 7 services) under composer; seconds (n, median, min, max); "
+    print(f"inception stack (stacks/inception, 8 services) under composer; seconds (n, median, min, max); "
           f"{args.rounds} round(s)")  # fmt: skip
     print(f"python {sys.version.split()[0]}; {os.cpu_count()} CPU(s); load1 at the end: "
           f"{os.getloadavg()[0]:.2f}; nginx 443 on 127.0.0.1:<ephemeral>, Host: {stack.domain}")  # fmt: skip
@@ -582,7 +582,7 @@ def print_report(results: Results, args: argparse.Namespace, stack: Stack) -> No
     for when, samples in r.rss.items():
         helper = statistics.median(x[1] for x in samples)
         containers = statistics.median(x[2] for x in samples)
-        print(f"RSS MiB {when}: its fork-server {helper:.1f}; the 7 containers' processes {containers:.1f} "
+        print(f"RSS MiB {when}: its fork-server {helper:.1f}; the 8 containers' processes {containers:.1f} "
               "(VmRSS summed, shared pages counted per process)")  # fmt: skip
     for label, offsets in r.started.items():
         text = ", ".join(f"{s} {t:.1f}" for s, t in sorted(offsets.items(), key=lambda item: item[1]))
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cold",
         action="store_true",
-        help="also time `composer build --no-cache` of the 7 images (about a minute more)",
+        help="also time `composer build --no-cache` of the 8 images (about a minute more)",
     )
     parser.add_argument("--kills", type=int, default=1, help="SIGKILLs of MariaDB in a row (0: none)")
     parser.add_argument(

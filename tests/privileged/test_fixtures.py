@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.privileged.conftest import Snapshot
+from tests.conftest import Snapshot
 
 
 def test_busybox_rootfs_runs_in_a_chroot(busybox_rootfs: Path) -> None:

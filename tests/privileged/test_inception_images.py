@@ -1,8 +1,10 @@
 """The inception stack's images (stacks/inception/), built for real with `composer build` and checked one
-by one through the runtime, as their entrypoints would run them at first start.
+by one through the runtime, as their entrypoints would run them at first start. The whole stack under
+`composer up` is tested in tests/e2e/test_inception.py.
 
-The module builds every image once (the CLI, in a temporary `--root`: debian:bookworm bootstrapped from
-the host's mirror, then apt-get in each Dockerfile; about 1.5 minutes cold on this machine kind), then:
+The images are built once per session (tests/conftest.py's `inception_build`: debian:bookworm
+bootstrapped from the host's mirror, then apt-get in each Dockerfile; about a minute of CPU on this
+machine kind), then:
 
 - nginx: the entrypoint makes the certificate, `nginx -t` passes, TLS 1.2 and 1.3 handshakes succeed on
   443 and TLS 1.1 is refused by the server (client at SECLEVEL=0), nothing listens on 80;
@@ -11,7 +13,9 @@ the host's mirror, then apt-get in each Dockerfile; about 1.5 minutes cold on th
 - wordpress with mariadb and redis (sharing one network namespace, so 127.0.0.1 reaches them):
   the entrypoint copies WordPress, writes wp-config.php, installs the site with two users (neither an
   admin) and one post, and WordPress's object cache lands in redis; php-fpm's config is valid;
-- redis, vsftpd, adminer, the static site: their configs are valid and their daemons start.
+- redis, vsftpd, adminer, the static site: their configs are valid and their daemons start;
+- the status board: its probes file is checked (a bad line names the file and line), and it probes
+  real daemons (redis) by name and serves its page.
 """
 
 from __future__ import annotations
@@ -32,25 +36,14 @@ import trio
 from composer.image.store import ImageStore
 from composer.runtime.forkserver import ForkServer
 from composer.runtime.launch import Container, Runtime
-from composer.runtime.spec import BindMount, ContainerSpec, Network, Stdio
+from composer.runtime.spec import BindMount, ContainerSpec, Network, Stdio, TmpfsMount
 from composer.storage.layout import Layout
+from tests.conftest import INCEPTION as STACK
+from tests.conftest import INCEPTION_COMPOSE_FILE as COMPOSE_FILE
+from tests.conftest import INCEPTION_SERVICES as SERVICES
+from tests.conftest import InceptionBuild, read_env_file
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-STACK = REPO / "stacks/inception"
-COMPOSE_FILE = STACK / "srcs/docker-compose.yml"
-SERVICES = ("nginx", "wordpress", "mariadb", "redis", "ftp", "adminer", "static")
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """srcs/.env: KEY=VALUE lines (the example file has no quotes or references)."""
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip()
-    return out
 
 
 @dataclass
@@ -132,29 +125,15 @@ def forkserver() -> Iterator[ForkServer]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, forkserver: ForkServer) -> Stack:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    base = tmp_path_factory.mktemp("inception")
-    secrets = base / "secrets"
-    subprocess.run(["sh", str(STACK / "tools/generate-secrets.sh"), str(secrets)], check=True,
-                   capture_output=True)  # fmt: skip
-    env = {**os.environ, "DATA_DIR": str(base / "data")}
-    root = base / "root"
-    done = subprocess.run(
-        [sys.executable, "-m", "composer", "--root", str(root), "-f", str(COMPOSE_FILE), "build"],
-        env=env, capture_output=True, text=True, check=False, cwd=REPO,
-    )  # fmt: skip
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-6000:]
-    layout = Layout(root).ensure()
+def stack(inception_build: InceptionBuild, forkserver: ForkServer) -> Stack:
+    layout = Layout(inception_build.root).ensure()
     return Stack(
         layout=layout,
         store=ImageStore(layout),
         runtime=Runtime(layout, forkserver),
-        secrets=secrets,
-        env=read_env_file(STACK / "srcs/.env"),
-        build_output=output,
+        secrets=inception_build.secrets,
+        env=inception_build.env,
+        build_output=inception_build.output,
     )
 
 
@@ -518,174 +497,57 @@ def test_static_site_is_lighttpd_without_php(stack: Stack) -> None:
     assert "config ok" in out and "index.html" in out and "no php" in out, out
 
 
-# --- the whole stack under `composer up` ----------------------------------------------------------------
-
-
-def _up_copy(stack: Stack, base: Path) -> tuple[list[str], dict[str, str]]:
-    """The stack's srcs/ copied under `base` with its own secrets and data folders, nginx's 443 published
-    on an ephemeral loopback port (an override file), run against the module's root (images built)."""
-    import shutil
-
-    shutil.copytree(STACK / "srcs", base / "srcs")
-    shutil.copytree(stack.secrets, base / "secrets")
-    for folder in ("wordpress", "mariadb"):
-        (base / "data" / folder).mkdir(parents=True)
-    (base / "srcs" / "compose.override.yaml").write_text(
-        'services:\n  nginx:\n    ports: !override ["127.0.0.1::443"]\n'
+def test_status_board_probes_and_serves(stack: Stack, tmp_path: Path, netns: Network) -> None:
+    """The board as the stack runs it (user nobody, read-only root, a tmpfs on /tmp), here with redis
+    in its network namespace and a port nobody listens on: redis is up with its PONG, the other is
+    down, the page and the JSON say so, `--check` passes, and SIGTERM ends it with status 0."""
+    bad = tmp_path / "bad.conf"
+    bad.write_text("redis redis 127.0.0.1:6379\nweb gopher 127.0.0.1:70\n")
+    probes = tmp_path / "probes.conf"
+    probes.write_text("# a comment\nredis  redis  127.0.0.1:6379\nnobody http 127.0.0.1:1 /\n")
+    mounts = (
+        BindMount(source=probes, target="/etc/status/probes.conf", read_only=True),
+        BindMount(source=bad, target="/etc/status/bad.conf", read_only=True),
+        TmpfsMount(target="/tmp"),
     )
-    srcs = base / "srcs"
-    argv = [sys.executable, "-m", "composer", "--root", str(stack.layout.root), "-p", "inception-e2e",
-            "-f", str(srcs / "docker-compose.yml"), "-f", str(srcs / "compose.override.yaml")]  # fmt: skip
-    return argv, {**os.environ, "DATA_DIR": str(base / "data")}
-
-
-def _cli(argv: list[str], env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    done = subprocess.run(
-        [*argv, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    script = (
+        "status-board --probes /etc/status/bad.conf; echo bad=$?;"
+        " status-board --check; echo check-before=$?;"
+        " status-board --interval 0.5 --listen 127.0.0.1:8080 & board=$!;"
+        " for i in $(seq 1 50); do status-board --check 2>/dev/null && break; sleep 0.2; done;"
+        " status-board --check; echo check=$?; sleep 1;"
+        " python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8080/status.json\").read().decode())';"
+        " python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8080/\").read().decode())';"
+        " touch /root-is-writable 2>/dev/null || echo read-only root;"
+        " kill -TERM $board; wait $board; echo board-exit=$?"
     )
-    assert done.returncode == 0, f"composer {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    out = ""
 
+    async def main() -> None:
+        nonlocal out
+        logs: list[bytes] = []
+        redis = stack.spec("redis", network=netns)
+        cache = await _start_logged(stack, redis, logs)
+        try:
+            spec = stack.spec("status", ("sh", "-c", script), user="nobody", read_only=True, mounts=mounts,
+                              network=netns, cap_drop=("ALL",), no_new_privs=True)  # fmt: skip
+            code, out = await stack._run(replace(spec, argv=("sh", "-c", script)))
+            assert code == 0, out
+        finally:
+            await cache.stop(grace=10)
+            await cache.kill_and_reap()
+            stack.runtime.remove(redis.id)
 
-def _https(
-    port: int, domain: str, path: str = "/", *, tls: str = "1.2", body: bytes | None = None
-) -> tuple[int, str, str]:
-    """(status, body, TLS version) of one request to nginx on 127.0.0.1:port as `domain`."""
-    import html
-    import http.client
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # the stack's certificate is self-signed
-    version = ssl.TLSVersion.TLSv1_3 if tls == "1.3" else ssl.TLSVersion.TLSv1_2
-    context.minimum_version = context.maximum_version = version
-    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
-    headers = {"Host": domain}
-    if body is not None:
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    try:
-        connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
-        response = connection.getresponse()
-        text = html.unescape(response.read().decode(errors="replace"))
-        used = connection.sock.version() if connection.sock is not None else ""
-        return response.status, text, str(used)
-    finally:
-        connection.close()
-
-
-def test_the_whole_stack_under_composer_up(stack: Stack, tmp_path: Path) -> None:
-    """`composer up -d --wait` of the inception stack: every service healthy in dependency order; the site
-    over TLS 1.2 and 1.3 on the published port; a visitor's comment lands in MariaDB; the two users;
-    FTPS onto the WordPress files; redis as the object cache; MariaDB killed and brought back by its
-    restart policy; the supervisor killed and its containers adopted; the data kept across down/up."""
-    import ftplib
-    import signal
-    import time
-    import urllib.parse
-
-    argv, env = _up_copy(stack, tmp_path)
-    domain = stack.env["DOMAIN_NAME"]
-    try:
-        _cli(argv, env, "up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
-        rows = {r["Service"]: r for r in json.loads(_cli(argv, env, "ps", "--format", "json"))}
-        assert set(rows) == set(SERVICES), rows
-        assert all(r["State"] == "running" and r["Health"] == "healthy" for r in rows.values()), rows
-        port = int(_cli(argv, env, "port", "nginx", "443").strip().rpartition(":")[2])
-
-        for version in ("1.2", "1.3"):
-            status, text, used = _https(port, domain, tls=version)
-            assert (status, used) == (200, f"TLSv{version}"), (status, used)
-            assert f"<title>{stack.env['WP_TITLE']}" in text, text[:300]
-
-        def sql(query: str) -> str:
-            return _cli(argv, env, "exec", "-T", "mariadb", "sh", "-c",
-                        'mariadb -uroot -p"$(cat /run/secrets/db_root_password)" -N -B '
-                        f'"$MYSQL_DATABASE" -e "{query}"')  # fmt: skip
-
-        users = sql("SELECT user_login FROM wp_users ORDER BY user_login").split()
-        assert sorted(users) == sorted([stack.env["WP_ADMIN_USER"], stack.env["WP_USER"]]), users
-        assert not any("admin" in u.lower() for u in users), users
-        post = sql("SELECT ID FROM wp_posts WHERE post_type='post' AND post_status='publish' LIMIT 1").strip()
-        words = f"composer e2e comment {time.time_ns()}"
-        form = urllib.parse.urlencode({
-            "comment_post_ID": post, "comment_parent": "0", "author": "Visitor",
-            "email": "visitor@example.invalid", "url": "", "comment": words,
-        })  # fmt: skip
-        status, text, _ = _https(port, domain, "/wp-comments-post.php", body=form.encode())
-        assert status in (200, 302), (status, text[-500:])
-        assert words in sql("SELECT comment_content FROM wp_comments"), "the comment is not in MariaDB"
-
-        records = {r["service"]: r for r in _records(stack.layout.root, "inception-e2e")}
-        ftp_address = next(iter(records["ftp"]["networks"].values()))
-        client = ftplib.FTP_TLS(timeout=20)
-        client.connect(ftp_address, 21)
-        client.login(stack.env["FTP_USER"], stack.secret("ftp_password"))
-        client.prot_p()
-        assert "wp-config.php" in client.nlst(), "the FTP user does not see the WordPress files"
-        client.quit()
-
-        assert _cli(argv, env, "exec", "-T", "redis", "redis-cli", "ping").strip() == "PONG"
-        assert int(_cli(argv, env, "exec", "-T", "redis", "redis-cli", "dbsize").strip()) > 0
-
-        # a crash of MariaDB's main process: restart: unless-stopped brings it back, the site recovers
-        os.kill(records["mariadb"]["pid"], signal.SIGKILL)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            now = {r["service"]: r for r in _records(stack.layout.root, "inception-e2e")}["mariadb"]
-            if now["restart_count"] >= 1 and now["state"] == "running" and now["health"] == "healthy":
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"mariadb did not come back healthy: {now}")
-        assert words in sql("SELECT comment_content FROM wp_comments")
-
-        # the supervisor killed: the containers stay, the next command adopts them
-        supervisor = int((stack.layout.project_dir("inception-e2e") / "supervisor.pid").read_text())
-        nginx_pid = records["nginx"]["pid"]
-        os.kill(supervisor, signal.SIGKILL)
-        _cli(argv, env, "up", "-d", "--wait", "--wait-timeout", "120")
-        again = {r["service"]: r for r in _records(stack.layout.root, "inception-e2e")}
-        assert again["nginx"]["pid"] == nginx_pid, "nginx was restarted instead of adopted"
-        assert _https(port, domain)[0] == 200
-
-        # down and up: the data lives in the bind-backed volumes
-        _cli(argv, env, "down")
-        _cli(argv, env, "up", "-d", "--wait", "--wait-timeout", "240", timeout=300)
-        assert words in sql("SELECT comment_content FROM wp_comments")
-    finally:
-        subprocess.run(
-            [*argv, "down", "-v", "-t", "5"], env=env, capture_output=True, timeout=120, check=False
-        )
-        _wait_supervisor_gone(stack.layout.root)
-    # down -v removed the volumes but never a bind device's files
-    assert any((tmp_path / "data" / "mariadb").iterdir())
-
-
-def _records(root: Path, project: str) -> list[dict[str, Any]]:
-    out = []
-    for path in (root / "containers").glob("*/record.json"):
-        record = json.loads(path.read_text())
-        if record["project"] == project:
-            out.append(record)
-    return out
-
-
-def _wait_supervisor_gone(root: Path, timeout: float = 20) -> None:
-    """Until no supervisor of this test's root runs (they leave about a second after `down`)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    argv = (entry / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if b"__supervise" in argv and str(root).encode() in argv:
-                    alive.append(entry.name)
-        if not alive:
-            return
-        time.sleep(0.1)
+    trio.run(main)
+    assert "board: /etc/status/bad.conf:2: unknown kind 'gopher'" in out and "bad=1" in out, out
+    assert "check-before=1" in out and "check=0" in out, out
+    assert "read-only root" in out and "board-exit=0" in out and "board: stopped" in out, out
+    state = json.loads(out[out.index("{") : out.index("\n}\n") + 2])
+    by_service = {s["service"]: s for s in state["services"]}
+    assert by_service["redis"]["ok"] and by_service["redis"]["detail"].startswith("PONG, "), state
+    assert not by_service["nobody"]["ok"] and "refused" in by_service["nobody"]["detail"].lower(), state
+    assert state["up"] == 1 and state["rounds"] >= 2, state
+    sandbox = state["sandbox"]
+    assert sandbox["uid"] == 65534 and sandbox["read_only_root"] and sandbox["tmpfs"] == ["/tmp"], sandbox
+    assert sandbox["cap_eff"] == "0000000000000000" and sandbox["no_new_privs"], sandbox
+    assert "<title>Inception status" in out and "1 of 2 services answer" in out, out

@@ -1,6 +1,6 @@
 #!/bin/sh
-# nginx's first start: a self-signed certificate for $DOMAIN_NAME (and its subdomains adminer. and
-# static.) unless one is already in /etc/nginx/ssl (a volume, so it survives re-creation). Then the
+# nginx's first start: a self-signed certificate for $DOMAIN_NAME and *.$DOMAIN_NAME (adminer., static.,
+# status.) unless one is already in /etc/nginx/ssl (a volume, so it survives re-creation). Then the
 # command (nginx in the foreground) replaces this shell as PID 1.
 set -eu
 domain=${DOMAIN_NAME:-localhost}
