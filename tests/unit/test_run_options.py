@@ -166,7 +166,7 @@ def test_a_frame_brings_descriptors_back_to_the_client(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve)
             code, error = await protocol.call(
-                path, protocol.Request(op="run", tty=True, tty_size=(40, 120)), seen.append
+                protocol.connect(path), protocol.Request(op="run", tty=True, tty_size=(40, 120)), seen.append
             )
             assert (code, error) == (3, None)
         listener.close()
