@@ -213,6 +213,9 @@ class _Server:
                 await send({"result": 0, "error": None})
                 return
             status = await sup.wait(unit)
+            if request.remove:  # gone before the answer, as Compose's `run --rm` returns
+                with trio.CancelScope(shield=True):
+                    await sup.remove(unit, volumes=True)
             await send({"result": status.code if status else 0, "error": None})
         finally:
             with trio.CancelScope(shield=True):
