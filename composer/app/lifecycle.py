@@ -55,41 +55,97 @@ def supervise(root: str, project: str) -> int:
     from composer.runtime.forkserver import ForkServer
 
     ready_fd = int(os.environ.pop(READY_FD_ENV, "-1"))
-    from composer.storage.layout import Layout
-
-    layout = Layout(Path(root)).ensure()
-    folder = layout.project_dir(project)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = os.open(folder / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    guardian, farewell = _start_guardian(ready_fd)  # first: it must hold neither the lock nor the fork-server
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        _ready(ready_fd, b"busy\n")
-        return 0
-    forkserver = ForkServer.start()  # before trio: the fork-server must not inherit its threads
-    try:
-        import trio
+        from composer.storage.layout import Layout
 
-        from composer.engine import control, protocol
-        from composer.engine.supervisor import Supervisor
-        from composer.runtime.launch import Runtime
+        layout = Layout(Path(root)).ensure()
+        folder = layout.project_dir(project)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = os.open(folder / "supervisor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _ready(ready_fd, b"busy\n")
+            os.close(lock)
+            return 0
+        forkserver = ForkServer.start()  # before trio: the fork-server must not inherit its threads
+        try:
+            import trio
 
-        supervisor = Supervisor(layout, Runtime(layout, forkserver), project)
+            from composer.engine import control, protocol
+            from composer.engine.supervisor import Supervisor
+            from composer.runtime.launch import Runtime
 
-        async def main() -> None:
-            await control.serve(
-                supervisor, protocol.socket_path(folder), on_ready=lambda: _ready(ready_fd, b"ok\n")
-            )
+            supervisor = Supervisor(layout, Runtime(layout, forkserver), project)
 
-        # SIGINT/SIGTERM end the supervisor, not the containers (they are adopted by the next one)
-        trio.run(main)
-    except BaseException as exc:
-        _ready(ready_fd, f"error {exc}\n".encode())
-        raise
-    finally:
-        forkserver.close()
-        os.close(lock)
+            async def main() -> None:
+                await control.serve(
+                    supervisor, protocol.socket_path(folder), on_ready=lambda: _ready(ready_fd, b"ok\n")
+                )
+
+            # SIGINT/SIGTERM end the supervisor, not the containers (they are adopted by the next one)
+            trio.run(main)
+        except BaseException as exc:
+            _ready(ready_fd, f"error {exc}\n".encode())
+            raise
+        finally:
+            forkserver.close()
+            os.close(lock)
+    finally:  # any way out that runs Python code is a chosen one: the guardian just leaves
+        with contextlib.suppress(OSError):
+            os.write(farewell, b"bye")
+        os.close(farewell)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(guardian, 0)
     return 0
+
+
+RESPAWN_ENV = "COMPOSER_RESPAWNS"  # when the guardian replaced supervisors lately (epoch seconds)
+RESPAWN_LIMIT = 3  # replacements within RESPAWN_WINDOW seconds, after which a guardian gives up
+RESPAWN_WINDOW = 60.0
+
+
+def _start_guardian(ready_fd: int) -> tuple[int, int]:
+    """Fork the supervisor's guardian (stdlib only, before any thread exists): (its pid, the write end
+    of the pipe it watches). A supervisor that leaves by any way that runs its code writes "bye" first.
+    When the pipe closes without it (SIGKILL, the OOM killer), the guardian becomes the project's next
+    supervisor (exec of the same command line), which adopts the running containers at once: their
+    names resolve again, restart policies and healthchecks resume, as when systemd restarts dockerd
+    with live-restore. More than RESPAWN_LIMIT replacements in RESPAWN_WINDOW seconds: it gives up
+    (the next composer command starts one, as before)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return pid, write_end
+    try:
+        watched = os.getppid()
+        os.close(write_end)
+        if ready_fd >= 0:
+            os.close(ready_fd)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        said = b""
+        while chunk := os.read(read_end, 16):
+            said += chunk
+        if said.startswith(b"bye"):
+            os._exit(0)
+        now = time.time()
+        recent = [float(t) for t in os.environ.get(RESPAWN_ENV, "").split(",") if t]
+        recent = [t for t in recent if now - t < RESPAWN_WINDOW]
+        event = "supervisor.respawn" if len(recent) < RESPAWN_LIMIT else "supervisor.respawn_refused"
+        line = {
+            "event": event, "level": "warning", "gone": watched, "pid": os.getpid(), "recent": len(recent),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        }  # fmt: skip
+        os.write(1, (json.dumps(line) + "\n").encode())
+        if len(recent) >= RESPAWN_LIMIT:
+            os._exit(1)
+        env = dict(os.environ, **{RESPAWN_ENV: ",".join(str(t) for t in (*recent, now))})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.execve(sys.executable, [sys.executable, "-m", "composer", *sys.argv[1:]], env)
+    finally:
+        os._exit(1)
 
 
 def _ready(fd: int, message: bytes) -> None:

@@ -16,8 +16,8 @@ the faults last:
   headless Chromium renders the front page (the PNG is kept as an artifact);
 - faults: `kill -9` of each service's main process (restarted within seconds, restart count raised,
   healthy again); `composer stop` (not restarted; the status board, a PID 1 of ours, exits on SIGTERM);
-  the supervisor killed with SIGKILL (the containers keep running, `ps` shows them, the next `up`
-  adopts them); `down` + `up` (the post and the comment are still there); `down -v` (named volumes
+  the supervisor killed with SIGKILL (the containers keep running, its guardian takes over and the
+  site keeps answering with no composer command, `ps` shows them, `up` finds them adopted); `down` + `up` (the post and the comment are still there); `down -v` (named volumes
   gone, the bind devices' files kept, as Docker does).
 
 The module's set-up and tear-down are leak-checked like a test (tests/conftest.py's Snapshot).
@@ -769,9 +769,9 @@ def test_the_status_board_as_pid_1_stops_on_sigterm(site: Site) -> None:
 
 def test_supervisor_killed_containers_keep_running_and_are_adopted(site: Site) -> None:
     """The supervisor's SIGKILL does not touch the containers: nginx keeps serving on the published port
-    (a kernel DNAT rule), `ps` shows every service from the state files, and the next `up` adopts them
-    without restarting any. Pages that need another service by name wait for that `up`: the embedded DNS
-    server (127.0.0.11) is the supervisor's, as Docker's is dockerd's (README: the supervisor)."""
+    (a kernel DNAT rule), its guardian becomes the next supervisor and adopts them at once (the embedded
+    DNS answers again: WordPress reaches MariaDB by name with no composer command), `ps` shows every
+    service, and `up` finds them all adopted, none restarted."""
     records = site.all_healthy()
     pids = {s: r["pid"] for s, r in records.items()}
     supervisor = int((site.build.root / "projects" / PROJECT / "supervisor.pid").read_text())
@@ -785,6 +785,18 @@ def test_supervisor_killed_containers_keep_running_and_are_adopted(site: Site) -
         assert stat.rsplit(")", 1)[1].split()[0] != "Z", f"{service}'s main process died with the supervisor"
     page = site.client().get("/readme.html")  # a file nginx serves itself
     assert page.status == 200 and "WordPress" in page.text, page.status
+    deadline = time.monotonic() + 10
+    while not [p for p in _supervisors(site.build.root) if p != supervisor] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    replacement = [p for p in _supervisors(site.build.root) if p != supervisor]
+    assert replacement, "no supervisor replaced the killed one"
+    deadline = time.monotonic() + 20  # nginx re-resolves wordpress:9000 (resolver valid=10s at most)
+    while True:  # the front page needs WordPress -> MariaDB by name, i.e. the replacement's DNS
+        front = site.client().get("/")
+        if (front.status == 200 and POST_TITLE in html.unescape(front.text)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert front.status == 200 and POST_TITLE in html.unescape(front.text), (front.status, front.text[-500:])
     rows = site.ps()
     assert {s: r["State"] for s, r in rows.items()} == dict.fromkeys(INCEPTION_SERVICES, "running"), rows
     site.up()

@@ -809,6 +809,54 @@ def test_containers_outlive_a_killed_supervisor_and_are_adopted(compose: Compose
     assert not alive(restarted)
 
 
+def test_a_supervisor_killed_with_sigkill_is_replaced_at_once(compose: Compose) -> None:
+    """Its guardian becomes the next supervisor: no composer command is needed for the containers'
+    names to resolve again, for their restart policies, or for the guardian to leave with a clean exit."""
+    compose.write("""
+        services:
+          web:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            restart: always
+          client:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            dns: ["127.0.0.1"]  # names it lacks go to nothing there: no query leaves the machine
+    """)
+    compose.ok("up", "-d")
+    web = compose.running_pid("web")
+    killed_at = time.monotonic()
+    first = compose.kill_supervisor()
+
+    def replaced() -> int | None:
+        pid = compose.supervisor_pid()
+        return pid if pid is not None and pid != first and alive(pid) else None
+
+    second = wait_until(replaced, "a new supervisor", timeout=10)
+    took = time.monotonic() - killed_at
+    log = (compose.root / "projects" / compose.name / "supervisor.log").read_text()
+    assert '"supervisor.respawn"' in log and f'"gone": {first}' in log, log[-2000:]
+    assert took < 5, f"replaced after {took:.2f} s"
+
+    def resolves() -> bool:
+        done = compose.run("exec", "-T", "client", "nslookup", "web", "127.0.0.11")
+        return done.code == 0 and compose.must("web")["networks"][f"{compose.name}_default"] in done.out
+
+    wait_until(resolves, "web to resolve again", timeout=10)
+    assert compose.running_pid("web") == web  # adopted, not restarted
+    assert compose.supervisor_pid() == second  # the command above found it, did not start another
+
+    os.kill(web, signal.SIGKILL)  # the replacement keeps the restart policy
+    compose.wait_record(
+        "web", lambda r: r["state"] == "running" and r["pid"] != web and r["restart_count"] == 1,
+        "restarted by the replacement supervisor",
+    )  # fmt: skip
+
+    compose.ok("down", "-t", "1")
+    wait_until(lambda: not alive(second), "the replacement to leave after down")
+    assert compose.records() == []
+
+
 def test_down_after_a_supervisor_crash(compose: Compose) -> None:
     compose.write(f"""
         services:
