@@ -136,7 +136,7 @@ def _start_guardian(ready_fd: int) -> tuple[int, int]:
         event = "supervisor.respawn" if len(recent) < RESPAWN_LIMIT else "supervisor.respawn_refused"
         line = {
             "event": event, "level": "warning", "gone": watched, "pid": os.getpid(), "recent": len(recent),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z",
         }  # fmt: skip
         os.write(1, (json.dumps(line) + "\n").encode())
         if len(recent) >= RESPAWN_LIMIT:
