@@ -664,6 +664,8 @@ class Supervisor:
         record.exit_code = None
         if adopted is None:
             record.started_at = time.time()
+            if unit.health is not None:  # a new run is not healthy yet (the monitor says so a bit later)
+                record.health = str(HealthStatus.STARTING)
         self._changed(unit)
         handle = _RunHandle(self, unit, container, cgroup, reads, scope, adopted=adopted is not None)
         try:

@@ -809,6 +809,35 @@ def test_containers_outlive_a_killed_supervisor_and_are_adopted(compose: Compose
     assert not alive(restarted)
 
 
+def test_a_restarted_container_is_not_healthy_before_its_new_probes_say_so(compose: Compose) -> None:
+    """Its first run is healthy; the run after a crash fails its probes during start_period: from the
+    moment the record shows the new pid it says `starting`, never the old run's `healthy`."""
+    compose.write(f"""
+        services:
+          web:
+            image: IMAGE
+            command: ["sh", "-c", "echo x >> /data/runs; exec sleep 1000"]
+            restart: always
+            volumes: [data:/data]
+            ports: ["127.0.0.1:{free_port()}:80", "127.0.0.1:{free_port()}:81"]
+            healthcheck:
+              test: ["CMD-SHELL", "test $(wc -l < /data/runs) = 1"]
+              interval: 1s
+              start_period: 60s
+              start_interval: 200ms
+        volumes:
+          data: {{}}
+    """)
+    compose.ok("up", "-d", "--wait")
+    web = compose.running_pid("web")
+    assert compose.must("web")["health"] == "healthy"
+    os.kill(web, signal.SIGKILL)
+    record = compose.wait_record("web", lambda r: r["pid"] not in (None, web), "the new run")
+    assert record["health"] == "starting", record
+    time.sleep(1)
+    assert compose.must("web")["health"] == "starting"  # failing probes in start_period do not count
+
+
 def test_a_supervisor_killed_with_sigkill_is_replaced_at_once(compose: Compose) -> None:
     """Its guardian becomes the next supervisor: no composer command is needed for the containers'
     names to resolve again, for their restart policies, or for the guardian to leave with a clean exit."""
