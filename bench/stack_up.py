@@ -21,7 +21,8 @@ PYTHONDONTWRITEBYTECODE in the environment is dropped), as an installed composer
    waited out), so `up -d` includes starting the project's supervisor. Median and min of the
    --repeats rounds; a round that fails is counted in `ok`, left out of the times, listed under the
    table (exit status 1), and cleaned up (`down -t 0`) before the next.
-   The supervisor's RSS (VmRSS of the pid in `supervisor.pid`; its fork-server child apart) is read
+   The supervisor's RSS (VmRSS of the pid in `supervisor.pid`; its two small children, the fork-server
+   and the guardian, apart and summed: mostly pages shared with the supervisor) is read
    after every `up -d`.
 2. Restart after a crash: one service with `restart: always`; its main process (the pid in
    `<root>/containers/<id>/record.json`) is killed with SIGKILL and the record polled every ms until
@@ -257,7 +258,7 @@ class Bench:
 
 
 def supervisor_rss(bench: Bench, project: str) -> tuple[float, float] | None:
-    """(supervisor MiB, its fork-server child MiB) for `project`'s supervisor."""
+    """(supervisor MiB, its children's MiB: the fork-server and the guardian) for `project`'s supervisor."""
     pid = bench.supervisor_pid(project)
     if pid is None or not is_supervisor(pid, bench.root):
         return None
@@ -454,7 +455,7 @@ def print_report(
           f"load1 at the end: {os.getloadavg()[0]:.2f}")  # fmt: skip
     header = (
         f"{'services':>8} {'ok':>5} | {'up -d med':>9} {'min':>6} {'target':>6} | {'down med':>8} {'min':>6} "
-        f"{'target':>6} | {'RSS MiB':>7} {'+fork-srv':>9} | {'ref: Compose v2 up':>18} {'down':>10}"
+        f"{'target':>6} | {'RSS MiB':>7} {'+children':>9} | {'ref: Compose v2 up':>18} {'down':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -478,7 +479,7 @@ def print_report(
         main = max(m for m, _ in rss_row.rss)
         helper = max(h for _, h in rss_row.rss)
         print(f"supervisor RSS with {RSS_SERVICES} services running: {main:.1f} MiB (target < "
-              f"{TARGET_RSS_100:g} MiB); its fork-server child: {helper:.1f} MiB more")  # fmt: skip
+              f"{TARGET_RSS_100:g} MiB); its fork-server and guardian: {helper:.1f} MiB more")  # fmt: skip
     print(f"reference, measured elsewhere, NOT in this run ({args.variant} variant; up -d / down, medians of "
           f"runs A/B, s): {PEER_SOURCE}")  # fmt: skip
     for peer, cells in peers.items():

@@ -17,8 +17,9 @@ the faults last:
 - faults: `kill -9` of each service's main process (restarted within seconds, restart count raised,
   healthy again); `composer stop` (not restarted; the status board, a PID 1 of ours, exits on SIGTERM);
   the supervisor killed with SIGKILL (the containers keep running, its guardian takes over and the
-  site keeps answering with no composer command, `ps` shows them, `up` finds them adopted); `down` + `up` (the post and the comment are still there); `down -v` (named volumes
-  gone, the bind devices' files kept, as Docker does).
+  site keeps answering with no composer command, `ps` shows them, `up` finds them adopted); `down` +
+  `up` (the post and the comment are still there); `down -v` (named volumes gone, the bind devices'
+  files kept, as Docker does).
 
 The module's set-up and tear-down are leak-checked like a test (tests/conftest.py's Snapshot).
 """
