@@ -302,6 +302,74 @@ def recover(bench: Bench, project: str, file: Path) -> bool:
     return not bench.records(project) and bench.wait_supervisor_gone(project, pid)
 
 
+# --- Docker Compose v2, side by side (where an engine runs: ../shared/tools/peers/setup.sh) ---------------
+
+DOCKER = "/usr/bin/docker"  # Debian's CLI, matching Debian's engine (setup.sh's choice)
+PEER_IMAGE = "busybox:latest"  # setup.sh imports the same static busybox into docker
+PEER_PREFIX = "pbench"  # setup.sh's rule: the peers' projects and containers are named pbench*
+
+
+@dataclass
+class ComposeV2:
+    """`docker compose` on the same files, timed the same way (until N containers run; down)."""
+
+    version: str
+    prefix: str
+
+    @classmethod
+    def find(cls) -> ComposeV2 | None:
+        def out(*argv: str) -> str | None:
+            try:
+                done = subprocess.run([DOCKER, *argv], capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            return done.stdout.strip() if done.returncode == 0 else None
+
+        version = out("compose", "version", "--short")
+        if not version or out("info", "--format", "{{.ServerVersion}}") is None:
+            return None
+        if out("image", "inspect", PEER_IMAGE) is None:
+            return None
+        return cls(version=version, prefix=f"{PEER_PREFIX}{os.getpid()}")
+
+    def run(self, project: str, file: Path, *args: str) -> float:
+        argv = [DOCKER, "compose", "-p", project, "-f", str(file), *args]
+        start = time.perf_counter()
+        done = subprocess.run(argv, cwd=file.parent, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        took = time.perf_counter() - start
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise CommandFailed(
+                f"docker compose {' '.join(args)} ({project}): exit {done.returncode}: {tail}"
+            )
+        return took
+
+    def running(self, project: str) -> int:
+        done = subprocess.run(
+            [DOCKER, "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+             "--filter", "status=running"], capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return len(done.stdout.split())
+
+    def round(self, file: Path, n: int, settle: float, result: StackResult) -> None:
+        project = f"{self.prefix}n{n}"
+        start = time.perf_counter()
+        try:
+            self.run(project, file, "up", "-d")
+            deadline = time.monotonic() + READY_TIMEOUT
+            while self.running(project) < n:
+                if time.monotonic() > deadline:
+                    raise CommandFailed(f"docker compose {project}: not all {n} running")
+                time.sleep(0.02)
+            result.up.append(time.perf_counter() - start)
+            time.sleep(settle)
+            result.down.append(self.run(project, file, "down"))
+        except CommandFailed as exc:
+            result.failures.append(str(exc))
+            with contextlib.suppress(CommandFailed, subprocess.TimeoutExpired):
+                self.run(project, file, "down", "-t", "0")
+
+
 def stack_round(bench: Bench, project: str, file: Path, n: int, settle: float, result: StackResult) -> None:
     start = time.perf_counter()
     bench.up(project, file)
@@ -324,17 +392,27 @@ def stack_round(bench: Bench, project: str, file: Path, n: int, settle: float, r
 
 
 def bench_stacks(
-    bench: Bench, sizes: list[int], repeats: int, variant: str, settle: float
-) -> list[StackResult]:
+    bench: Bench, sizes: list[int], repeats: int, variant: str, settle: float, peer: ComposeV2 | None = None
+) -> tuple[list[StackResult], list[StackResult]]:
+    """composer's rounds, and Compose v2's on the same file (its image apart) right after each, when
+    `peer` is given."""
     stop_signal = "SIGKILL" if variant == "kill" else None
     warm = bench.work / "stack-warm-1.yaml"
     warm.write_text(render_stack(1, IMAGE, stop_signal=stop_signal))
     stack_round(bench, f"{bench.prefix}warm", warm, 1, 0.0, StackResult(1))
-    results = []
+    if peer is not None:
+        peer_warm = bench.work / "peer" / "stack-warm-1.yaml"
+        peer_warm.parent.mkdir(exist_ok=True)
+        peer_warm.write_text(render_stack(1, PEER_IMAGE, stop_signal=stop_signal))
+        peer.round(peer_warm, 1, 0.0, StackResult(1))
+    results, peer_results = [], []
     for n in sizes:
         file = bench.work / f"stack-{variant}-{n}.yaml"
         file.write_text(render_stack(n, IMAGE, stop_signal=stop_signal))
-        result = StackResult(n)
+        peer_file = bench.work / "peer" / file.name
+        if peer is not None:
+            peer_file.write_text(render_stack(n, PEER_IMAGE, stop_signal=stop_signal))
+        result, peer_result = StackResult(n), StackResult(n)
         project = f"{bench.prefix}n{n}"
         for _ in range(repeats):
             try:
@@ -344,9 +422,12 @@ def bench_stacks(
                 if not recover(bench, project, file):
                     result.error = f"stopped: could not clean up after a failed round ({exc})"
                     break
+            if peer is not None:
+                peer.round(peer_file, n, settle, peer_result)
         results.append(result)
+        peer_results.append(peer_result)
         print(f"  measured {n} services", file=sys.stderr)
-    return results
+    return results, peer_results
 
 
 @dataclass
@@ -441,7 +522,12 @@ def _failures(label: str, failures: list[str], attempts: int) -> list[str]:
 
 
 def print_report(
-    stacks: list[StackResult], restart: RestartResult | None, args: argparse.Namespace, build_s: float
+    stacks: list[StackResult],
+    restart: RestartResult | None,
+    args: argparse.Namespace,
+    build_s: float,
+    compose_v2: ComposeV2 | None = None,
+    peer_stacks: list[StackResult] | None = None,
 ) -> list[str]:
     errors = []
     peers = PEERS[args.variant]
@@ -474,6 +560,26 @@ def print_report(
         errors += _failures(f"{r.n} services", r.failures, len(r.down) + len(r.failures))
         if r.error:
             errors.append(f"{r.n} services: {r.error}")
+    if compose_v2 is not None and peer_stacks:
+        print()
+        print(f"side by side in this run: Docker Compose {compose_v2.version} ({DOCKER} compose, image "
+              f"{PEER_IMAGE}), each round right after composer's; seconds, median (min)")  # fmt: skip
+        header = f"{'services':>8} | {'composer up -d':>14} {'Compose v2':>12} {'faster':>7} | " \
+                 f"{'composer down':>13} {'Compose v2':>12} {'faster':>7}"  # fmt: skip
+        print(header)
+        print("-" * len(header))
+        for ours, theirs in zip(stacks, peer_stacks, strict=True):
+
+            def ratio(a: list[float], b: list[float]) -> str:
+                return f"{statistics.median(b) / statistics.median(a):.1f}x" if a and b else "n/a"
+
+            print(
+                f"{ours.n:>8} | {_s(ours.up, statistics.median):>14} {_s(theirs.up, statistics.median):>12} "
+                f"{ratio(ours.up, theirs.up):>7} | {_s(ours.down, statistics.median):>13} "
+                f"{_s(theirs.down, statistics.median):>12} {ratio(ours.down, theirs.down):>7}"
+            )
+            errors += _failures(f"Compose v2, {theirs.n} services", theirs.failures,
+                                len(theirs.down) + len(theirs.failures))  # fmt: skip
     rss_row = {r.n: r for r in stacks}.get(RSS_SERVICES)
     if rss_row is not None and rss_row.rss:
         main = max(m for m, _ in rss_row.rss)
@@ -535,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="work under DIR and keep it (files, root, supervisor logs)"
     )
+    parser.add_argument("--no-peer", action="store_true",
+                        help="no Docker Compose v2 side by side, even where an engine runs")  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -555,9 +663,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             build_s = build_image(bench)
-            stacks = bench_stacks(bench, sizes, args.repeats, args.variant, args.settle)
+            peer = None if args.no_peer else ComposeV2.find()
+            if peer is None and not args.no_peer:
+                print(f"note: no Docker engine with Compose v2 and {PEER_IMAGE} here: composer alone "
+                      "(../shared/tools/peers/setup.sh installs them)", file=sys.stderr)  # fmt: skip
+            stacks, peer_stacks = bench_stacks(bench, sizes, args.repeats, args.variant, args.settle, peer)
             restart = bench_restart(bench, args.restart_rounds) if args.restart_rounds else None
-        errors = print_report(stacks, restart, args, build_s)
+        errors = print_report(stacks, restart, args, build_s, peer, peer_stacks)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
