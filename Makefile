@@ -67,6 +67,8 @@ bench: apt install peers
 	$(PY) bench/build.py
 	$(PY) bench/stack_up.py
 	$(PY) bench/inception.py
+	@# side by side with Docker Compose v2 where an engine runs (../shared/tools/peers/setup.sh); else it says so
+	-$(PY) bench/inception_compose.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache .hypothesis
