@@ -84,15 +84,22 @@ async def send_frame(stream: trio.SocketStream, message: Any, fds: Sequence[int]
         await stream.send_all(frame)
 
 
-async def receive_request(stream: trio.SocketStream) -> tuple[Any, list[int]]:
-    """The first frame of a connection, with the descriptors sent along with it."""
-    fds: list[int] = []
-    data, ancillary, _flags, _addr = await stream.socket.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
+def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors an SCM_RIGHTS message carried (the receiver owns them)."""
+    out: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             received = array.array("i")
             received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-            fds += list(received)
+            out += list(received)
+    return out
+
+
+async def receive_request(stream: trio.SocketStream) -> tuple[Any, list[int]]:
+    """The first frame of a connection, with the descriptors sent along with it."""
+    fds: list[int] = []
+    data, ancillary, _flags, _addr = await stream.socket.recvmsg(1 << 16, socket.CMSG_SPACE(16 * 4))
+    fds += _passed_fds(ancillary)
     try:
         if len(data) < _HEADER.size:
             more = await _receive_exactly(stream, _HEADER.size - len(data))
@@ -149,11 +156,7 @@ async def _receive_header_with_fds(stream: trio.SocketStream, fds: list[int]) ->
         chunk, ancillary, _flags, _addr = await stream.socket.recvmsg(
             _HEADER.size - len(data), socket.CMSG_SPACE(16 * 4)
         )
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                received = array.array("i")
-                received.frombytes(payload[: len(payload) - len(payload) % received.itemsize])
-                fds += list(received)
+        fds += _passed_fds(ancillary)
         if not chunk:
             return None
         data += chunk
