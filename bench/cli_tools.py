@@ -8,8 +8,11 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,6 +53,43 @@ def is_supervisor(pid: int, root: Path) -> bool:
 def supervisors(root: Path) -> list[int]:
     """Every supervisor process of `root` (scanning /proc)."""
     return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and is_supervisor(int(e.name), root)]
+
+
+def run_composer(
+    args: Sequence[str], *, common: Sequence[str], cwd: Path, env: dict[str, str], timeout: float, label: str
+) -> tuple[float, str]:
+    """One composer command (`common` before `args`: --root, -p, -f ...): (wall time, stdout).
+    CommandFailed on a non-zero exit or after `timeout`, named by `label` and the last lines of stderr.
+
+    The child has its own session, so a Ctrl-C meant for the bench does not cut it short; if the bench
+    is interrupted while it runs, it gets SIGINT (Ctrl-C for composer) and some time to stop."""
+    argv = [*composer_argv(), *common, *args]
+    what = f"composer {' '.join(args)}{f' ({label})' if label else ''}"
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+        )
+        try:
+            code = proc.wait(timeout=timeout)
+        except BaseException as exc:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise CommandFailed(f"{what}: over {timeout:g} s") from None
+            raise
+        took = time.perf_counter() - start
+        if code != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
+            raise CommandFailed(f"{what}: exit {code}: {' | '.join(tail)}")
+        out.seek(0)
+        return took, out.read().decode(errors="replace")
 
 
 class CommandFailed(RuntimeError):

@@ -31,12 +31,13 @@ Measured (seconds):
 6. after the rounds, with the stack up again: SIGKILL of MariaDB's main process (the `pid` of its
    `<root>/containers/<id>/record.json`); the record polled every 5 ms until it says running with a new
    pid, then until its health is `healthy` again (after it was reset). --kills in a row.
-7. VmRSS of the supervisor (the pid in `<root>/projects/<project>/supervisor.pid`) and of its
-   fork-server child with the stack up, and the sum over the 8 containers' process trees: right after
-   every `up -d --wait` of the rounds, 2 s after the last one, and after the MariaDB restart(s).
+7. VmRSS of the supervisor (the pid in `<root>/projects/<project>/supervisor.pid`), of its two small
+   children (its fork-server and its guardian, summed) with the stack up, and the sum over the 8
+   containers' process trees: right after every `up -d --wait` of the rounds, 2 s after the last one,
+   and after the MariaDB restart(s).
 
-No Compose numbers for this stack exist in ../shared/research/peers.md (Docker is not installed here);
-the report says so.
+No Compose numbers for this stack exist in ../shared/research/peers.md; bench/inception_compose.py runs
+Docker Compose v2 on it side by side where an engine runs; the report says so.
 """
 
 from __future__ import annotations
@@ -64,12 +65,12 @@ from cli_tools import (
     alive,
     children,
     clean_env,
-    composer_argv,
     is_supervisor,
     mounts_under,
     no_interrupts,
     read_json,
     rss_kib,
+    run_composer,
     sigterm_as_interrupt,
     supervisors,
 )  # fmt: skip
@@ -147,42 +148,12 @@ class Stack:
             raise CommandFailed("no DOMAIN_NAME in srcs/.env")
 
     def composer(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> tuple[float, str]:
-        """Run one composer command on the project: (wall time, stdout). CommandFailed on a non-zero exit.
-
-        The child has its own session, so a Ctrl-C meant for the bench does not cut it short; if the
-        bench is interrupted while it runs, it gets SIGINT (Ctrl-C for composer) and some time to stop.
-        """
-        argv = [*composer_argv(), "--root", str(self.root), "-p", self.project,
-                "-f", str(self.srcs / "docker-compose.yml"), "-f", str(self.srcs / "compose.override.yaml"),
-                *args]  # fmt: skip
+        """Run one composer command on the project: (wall time, stdout) (cli_tools.run_composer)."""
         if args and args[0] in ("up", "create", "run"):
             self.may_be_up = True
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                argv, cwd=self.srcs, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,
-            )  # fmt: skip
-            try:
-                code = proc.wait(timeout=timeout)
-            except BaseException as exc:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                if isinstance(exc, subprocess.TimeoutExpired):
-                    raise CommandFailed(f"composer {' '.join(args)}: over {timeout:g} s") from None
-                raise
-            took = time.perf_counter() - start
-            if code != 0:
-                err.seek(0)
-                tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
-                raise CommandFailed(f"composer {' '.join(args)}: exit {code}: {' | '.join(tail)}")
-            out.seek(0)
-            return took, out.read().decode(errors="replace")
+        files = ["-f", str(self.srcs / "docker-compose.yml"), "-f", str(self.srcs / "compose.override.yaml")]
+        common = ["--root", str(self.root), "-p", self.project, *files]
+        return run_composer(args, common=common, cwd=self.srcs, env=self.env, timeout=timeout, label="")
 
     # -- state files --
 
@@ -226,7 +197,7 @@ class Stack:
         return self.wait_until(lambda: not supervisors(self.root), timeout, step=0.02)
 
     def rss(self) -> tuple[float, float, float] | None:
-        """(supervisor MiB, its fork-server child MiB, sum over the containers' process trees MiB)."""
+        """(supervisor MiB, its fork-server and guardian MiB, sum over the containers' process trees MiB)."""
         pid = self.supervisor_pid()
         if pid is None or not is_supervisor(pid, self.root):
             return None
@@ -542,7 +513,8 @@ def peers_reference() -> str:
     except OSError:
         return f"none available ({PEERS_FILE} is not there)"
     if "inception" not in text.lower():
-        return f"none available ({PEERS_FILE.relative_to(REPO.parent)} has no inception numbers)"
+        return (f"none in {PEERS_FILE.relative_to(REPO.parent)}; bench/inception_compose.py measures Docker "
+                "Compose v2 on this stack side by side where an engine runs")  # fmt: skip
     return f"see {PEERS_FILE} (inception is mentioned there; not copied into this table)"
 
 
@@ -582,8 +554,8 @@ def print_report(results: Results, args: argparse.Namespace, stack: Stack) -> No
     for when, samples in r.rss.items():
         helper = statistics.median(x[1] for x in samples)
         containers = statistics.median(x[2] for x in samples)
-        print(f"RSS MiB {when}: its fork-server {helper:.1f}; the 8 containers' processes {containers:.1f} "
-              "(VmRSS summed, shared pages counted per process)")  # fmt: skip
+        print(f"RSS MiB {when}: its fork-server and guardian {helper:.1f}; the 8 containers' processes "
+              f"{containers:.1f} (VmRSS summed, shared pages counted per process)")  # fmt: skip
     for label, offsets in r.started.items():
         text = ", ".join(f"{s} {t:.1f}" for s, t in sorted(offsets.items(), key=lambda item: item[1]))
         print(f"started, s after `{label}` began: {text}")

@@ -54,12 +54,12 @@ from cli_tools import (
     alive,
     children,
     clean_env,
-    composer_argv,
     is_supervisor,
     mounts_under,
     no_interrupts,
     read_json,
     rss_kib,
+    run_composer,
     sigterm_as_interrupt,
 )  # fmt: skip
 
@@ -150,38 +150,11 @@ class Bench:
         self.root = self.work / "root"
 
     def composer(self, project: str, file: Path, *args: str, timeout: float = COMMAND_TIMEOUT) -> float:
-        """Run one composer command on `project`; its wall time. Raises CommandFailed on a non-zero exit.
-
-        The child has its own session, so a Ctrl-C meant for the bench does not cut it short; if the
-        bench is interrupted while it runs, it gets SIGINT (Ctrl-C for composer) and some time to stop.
-        """
-        argv = [*composer_argv(), "--root", str(self.root), "-p", project, "-f", str(file), *args]
-        with tempfile.TemporaryFile() as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                argv, cwd=file.parent, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err, start_new_session=True,
-            )  # fmt: skip
-            try:
-                code = proc.wait(timeout=timeout)
-            except BaseException as exc:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                if isinstance(exc, subprocess.TimeoutExpired):
-                    raise CommandFailed(
-                        f"composer {' '.join(args)} ({project}): over {timeout:g} s"
-                    ) from None
-                raise
-            took = time.perf_counter() - start
-            if code != 0:
-                err.seek(0)
-                tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
-                raise CommandFailed(f"composer {' '.join(args)} ({project}): exit {code}: {' | '.join(tail)}")
+        """Run one composer command on `project`; its wall time (cli_tools.run_composer)."""
+        common = ["--root", str(self.root), "-p", project, "-f", str(file)]
+        took, _ = run_composer(
+            args, common=common, cwd=file.parent, env=self.env, timeout=timeout, label=project
+        )
         return took
 
     def up(self, project: str, file: Path) -> float:
