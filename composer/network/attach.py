@@ -1,7 +1,7 @@
 """A container's side: veths with their peers made inside the container's netns, addresses, routes.
 
 `plan_interfaces` (pure) orders a container's networks and names its interfaces; `setup` (sync, one
-worker thread, two plain IPRoute sockets: the host's and one opened inside the netns) makes them:
+worker thread, two raw rtnetlink sockets (rtnl.py): the host's and one opened inside the netns) makes them:
 
     host:   veth <host name> (master = the network's bridge, up), peer created directly in the netns
             as eth0/eth1/... with the network's MTU and a MAC derived from its address (Docker's 02:42:..)
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from composer.errors import ComposerError
-from composer.network.netns import entered, ipr_in, short_name
+from composer.network.netns import entered, short_name
+from composer.network.rtnl import Rtnl, RtnlError
 
 __all__ = [
     "AttachError",
@@ -121,88 +122,57 @@ def plan_interfaces(
     return tuple(out)
 
 
-def _err(exc: BaseException) -> str:
-    code = int(getattr(exc, "code", 0) or getattr(exc, "errno", 0) or 0)
-    return errno.errorcode.get(code, str(exc)) if code else str(exc)
-
-
 def setup(container: str, netns_fd: int, plans: Sequence[InterfacePlan], *, sysctls: bool = True) -> None:
     """Make the interfaces of `plans` in the netns `netns_fd` (sync; run it in a worker thread).
 
-    On failure the host ends made so far are deleted (a pinned netns would keep them alive)."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
+    Three round trips to the kernel (rtnl.py): the veths from the host, a lookup of their peers'
+    indexes inside, then lo, addresses, links up and default routes in one batch. On failure the host
+    ends made so far are deleted (a pinned netns would keep them alive)."""
     made: list[str] = []
-    with IPRoute() as host:
+    with Rtnl.host() as host:
         try:
             for plan in plans:
                 req = plan.request
-                peer: dict[str, object] = {"ifname": plan.ifname, "net_ns_fd": netns_fd, "address": plan.mac}
-                options: dict[str, object] = {
-                    "ifname": plan.host_ifname,
-                    "kind": "veth",
-                    "peer": peer,
-                    "master": req.bridge_index,
-                    "state": "up",
-                }
-                if req.mtu:
-                    options["mtu"] = peer["mtu"] = req.mtu
+                veth = Rtnl.veth(
+                    plan.host_ifname, peer=plan.ifname, peer_netns_fd=netns_fd, peer_mac=plan.mac,
+                    master=req.bridge_index, mtu=req.mtu,
+                )  # fmt: skip
                 try:
-                    host.link("add", **options)
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
+                    host.run([veth])
+                except RtnlError as exc:
+                    if exc.errno != errno.EEXIST:
                         raise AttachError(
-                            f"container {container}: network {req.network}: veth: {_err(exc)}"
+                            f"container {container}: network {req.network}: {exc.strerror}"
                         ) from None
                     # a leftover of an earlier attach of this same netns: replace it
-                    host.link("del", ifname=plan.host_ifname)
-                    host.link("add", **options)
+                    host.run([Rtnl.delete(plan.host_ifname), veth])
                 made.append(plan.host_ifname)
-            inside = ipr_in(netns_fd)
-            try:
-                inside.link("set", index=1, state="up")  # lo is ifindex 1 in every netns
+            with Rtnl.inside(netns_fd) as inside:
+                batch = [Rtnl.link_up(1, "lo")]  # lo is ifindex 1 in every netns
                 for plan in plans:
                     req = plan.request
-                    found = inside.link_lookup(ifname=plan.ifname)
-                    if not found:
+                    index = inside.index_of(plan.ifname)
+                    if index is None:
                         raise AttachError(f"container {container}: {plan.ifname} did not appear in the netns")
-                    index = int(found[0])
-                    try:
-                        inside.addr(
-                            "add",
-                            index=index,
-                            address=str(req.address.ip),
-                            prefixlen=req.address.network.prefixlen,
-                            broadcast=str(req.address.network.broadcast_address),
-                        )
-                    except NetlinkError as exc:
-                        if exc.code != errno.EEXIST:
-                            raise
+                    net = req.address.network
+                    batch.append(
+                        Rtnl.address(index, req.address.ip, net.prefixlen, broadcast=net.broadcast_address)
+                    )
                     if req.address6 is not None:
-                        try:
-                            inside.addr(
-                                "add", index=index, address=str(req.address6.ip),
-                                prefixlen=req.address6.network.prefixlen, flags=IFA_F_NODAD,
-                            )  # fmt: skip
-                        except NetlinkError as exc:
-                            if exc.code != errno.EEXIST:
-                                raise
-                    inside.link("set", index=index, state="up")
-                routes = [("0.0.0.0/0", str(p.request.gateway)) for p in plans if p.default_route]
+                        batch.append(
+                            Rtnl.address(
+                                index, req.address6.ip, req.address6.network.prefixlen, flags=IFA_F_NODAD
+                            )
+                        )
+                    batch.append(Rtnl.link_up(index, plan.ifname))
+                batch += [Rtnl.default_route(p.request.gateway) for p in plans if p.default_route]
                 asked = [p.request for p in plans]
                 routed6 = [r for r in asked if not r.internal and r.address6 and r.gateway6]
                 if routed6:  # the IPv6 default route: the highest gw_priority, the first on a tie
                     best = max(routed6, key=lambda r: r.gw_priority)
-                    routes.append(("::/0", str(best.gateway6)))
-                for dst, gateway in routes:
-                    try:
-                        inside.route("add", dst=dst, gateway=gateway)
-                    except NetlinkError as exc:
-                        if exc.code != errno.EEXIST:
-                            raise
-            finally:
-                inside.close()
+                    assert best.gateway6 is not None
+                    batch.append(Rtnl.default_route(best.gateway6))
+                inside.run(batch)
             if sysctls:
                 with entered(netns_fd):
                     for key, value in _NETNS_SYSCTLS:
@@ -211,9 +181,9 @@ def setup(container: str, netns_fd: int, plans: Sequence[InterfacePlan], *, sysc
         except AttachError:
             _delete_quietly(host, made)
             raise
-        except (NetlinkError, OSError) as exc:
+        except OSError as exc:  # RtnlError names the request and the kernel's reason
             _delete_quietly(host, made)
-            raise AttachError(f"container {container}: network setup: {_err(exc)}") from None
+            raise AttachError(f"container {container}: network setup: {exc.strerror or exc}") from None
 
 
 def attached(netns_fd: int, plans: Sequence[InterfacePlan]) -> bool:
@@ -225,17 +195,11 @@ def attached(netns_fd: int, plans: Sequence[InterfacePlan]) -> bool:
         for p in plans
     ):
         return False
-    inside = ipr_in(netns_fd)
-    try:
+    with Rtnl.inside(netns_fd) as inside:
         for plan in plans:
-            found = inside.link_lookup(ifname=plan.ifname)
-            if not found:
+            index = inside.index_of(plan.ifname)
+            if index is None or str(plan.request.address.ip) not in inside.addresses(index):
                 return False
-            held = {a.get_attr("IFA_ADDRESS") for a in inside.get_addr(index=int(found[0]))}
-            if str(plan.request.address.ip) not in held:
-                return False
-    finally:
-        inside.close()
     return True
 
 
@@ -247,10 +211,10 @@ def _master_index(ifname: str) -> int:
         return -1
 
 
-def _delete_quietly(host: object, names: Sequence[str]) -> None:
+def _delete_quietly(host: Rtnl, names: Sequence[str]) -> None:
     for name in names:
-        with contextlib.suppress(Exception):
-            host.link("del", ifname=name)  # type: ignore[attr-defined]
+        with contextlib.suppress(OSError):
+            host.run([Rtnl.delete(name)])
 
 
 def wait_links_gone(names: Sequence[str], timeout: float = 5.0) -> bool:

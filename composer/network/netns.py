@@ -16,17 +16,12 @@ import hashlib
 import os
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from composer.runtime import libc
 
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
-
-__all__ = ["NETNS_DIR", "entered", "ipr_in", "open_netns", "pin", "short_name", "socket_in", "unpin"]
+__all__ = ["NETNS_DIR", "entered", "open_netns", "pin", "short_name", "socket_in", "unpin"]
 
 NETNS_DIR = "/run/netns"
-NETLINK_ROUTE = 0
 
 
 def short_name(prefix: str, *parts: str, size: int = 15) -> str:
@@ -61,14 +56,6 @@ def socket_in(netns_fd: int, family: int, kind: int, proto: int = 0) -> socket.s
     """A socket created inside the netns (the caller's thread is back home when this returns)."""
     with entered(netns_fd):
         return socket.socket(family, kind, proto)
-
-
-def ipr_in(netns_fd: int) -> IPRoute:
-    """A plain `IPRoute` whose netlink socket lives in the netns (fork-free; close it after use)."""
-    from pyroute2 import IPRoute
-
-    sock = socket_in(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-    return IPRoute(fileno=sock.detach())
 
 
 def pin(name: str, pid: int) -> str:
