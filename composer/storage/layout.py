@@ -18,7 +18,9 @@ explicitly (DESIGN.md rule 8: no global state). Nothing here creates anything ex
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +96,45 @@ class Layout:
         return self.projects / project
 
     def ensure(self) -> Layout:
-        """Create the top-level folders (mode 0700 for the root, like Docker's)."""
+        """Create the top-level folders (mode 0700 for the root, like Docker's); the folders whose
+        children come and go all the time spread them over the file system (`spread_children`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         for path in (self.layers, self.image_configs, self.cache, self.tmp, self.containers,
                      self.volumes, self.projects, self.locks):  # fmt: skip
             path.mkdir(parents=True, exist_ok=True)
+        for path in (self.containers, self.tmp):
+            spread_children(path)
         return self
+
+
+FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long)
+FS_IOC_SETFLAGS = 0x40086602  # _IOW('f', 2, long)
+FS_TOPDIR_FL = 0x00020000  # `chattr +T`: place subfolders as if they were top-level folders
+
+
+def spread_children(path: Path) -> bool:
+    """Mark `path` so that ext2/3/4 places each new subfolder (with the files made in it) in a block
+    group of its own choosing, as it does for top-level folders (`chattr +T`). Without it every
+    container folder lands in the group of `containers/`; on an ext4 without a journal each new inode
+    there is found only after skipping the inodes freed in the last minutes (ext4's
+    `recently_deleted`), so after some up/down rounds a file creation took 0.5 ms instead of 30 us
+    (measured: 50 folders x 25 files, 0.9-1.0 s against 40 ms marked). False where the file system
+    has no such flag (the ioctl is refused); nothing else changes there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        raw = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("l", 0))
+        flags = struct.unpack("l", raw)[0]
+        if not flags & FS_TOPDIR_FL:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("l", flags | FS_TOPDIR_FL))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _hex(digest: str) -> str:
