@@ -24,6 +24,7 @@ import resource
 import shutil
 import signal as signals
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,7 @@ __all__ = [
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TINI = Path("/usr/bin/tini-static")
+_REPARENT_WAIT = 2.0  # seconds an exited container may stay its exiting intermediate's child
 
 _PROPAGATION = {
     "rprivate": libc.MS_PRIVATE | libc.MS_REC, "private": libc.MS_PRIVATE,
@@ -138,10 +140,20 @@ class Process:
         return self._status
 
     def _reap(self) -> ExitStatus:
-        """The status of the process, which has ended (its pidfd is readable)."""
-        result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED)
-        assert result is not None
-        return ExitStatus.from_waitid(result)
+        """The status of the process, which has ended (its pidfd is readable). A process that died at
+        once may still be the child of its intermediate, which is exiting (the fork-server answers
+        before it has): it becomes ours a moment later."""
+        deadline = time.monotonic() + _REPARENT_WAIT
+        while True:
+            try:
+                result = os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED)
+            except ChildProcessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0005)
+                continue
+            assert result is not None
+            return ExitStatus.from_waitid(result)
 
     async def stop(self, sig: int = signals.SIGTERM, grace: float = 10.0) -> ExitStatus:
         """`sig`, then SIGKILL after `grace` seconds; returns the exit status."""
