@@ -5,13 +5,12 @@
 Needs root, the host's Debian mirror, and a Docker engine with Compose v2 (../shared/tools/peers/setup.sh
 installs Debian's docker.io 20.10 and the Compose v2 plugin); without one it says so and exits 2.
 
-Same images for both (and the same files, but for the status board's config, given to Docker as a file:
-see DOCKER_OVERRIDE): composer builds the 8 images into a fresh root (as bench/inception.py does); each
-is then given to Docker as it is, its layers merged by a read-only overlay mount, `tar` into `docker
-import` with its ENTRYPOINT, CMD, ENV, WORKDIR, USER and EXPOSE (HEALTHCHECK is not needed: the compose
-file has one for every service). Same files: the stack's srcs/ copied with its own secrets, DATA_DIR in
-the work folder, and the override that publishes nginx's 443 on an ephemeral loopback port. The project
-names start with `pbench` (setup.sh's rule for the peers' projects).
+Same images and files for both: composer builds the 8 images into a fresh root (as bench/inception.py
+does); each is then given to Docker as it is, its layers merged by a read-only overlay mount, `tar`
+into `docker import` with its ENTRYPOINT, CMD, ENV, WORKDIR, USER and EXPOSE (HEALTHCHECK is not
+needed: the compose file has one for every service). Same files: the stack's srcs/ copied with its own
+secrets, DATA_DIR in the work folder, and the override that publishes nginx's 443 on an ephemeral
+loopback port. The project names start with `pbench` (setup.sh's rule for the peers' projects).
 
 One first `up -d --wait` by composer initialises the data (MariaDB, the WordPress install); then, for
 --rounds rounds, composer and Compose v2 in turn on the same data folder (warm: the data is there, no
@@ -123,29 +122,16 @@ def export_to_docker(stack: Stack, image: str, mnt: Path) -> float:
     return time.perf_counter() - start
 
 
-# Compose v2 gives a `content:` config to its container by copying it in before the start, which the
-# engine refuses on a read-only root ("container rootfs is marked read-only"): the status board's config
-# is handed to Docker as a file instead, with the same text (composer mounts either kind).
-DOCKER_OVERRIDE = "configs:\n  status_probes: !override\n    file: ./status-probes.conf\n"
-
-
 class ComposeV2:
     """`docker compose` on the same files and data as `stack`."""
 
     def __init__(self, stack: Stack, project: str) -> None:
         self.stack, self.project = stack, project
 
-    def prepare(self) -> None:
-        _, out = self.stack.composer("config", "--format", "json")
-        content = json.loads(out)["configs"]["status_probes"]["content"]
-        (self.stack.srcs / "status-probes.conf").write_text(content)
-        (self.stack.srcs / "compose.docker.yaml").write_text(DOCKER_OVERRIDE)
-
     def run(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> tuple[float, str]:
         files = [
             *("-f", str(self.stack.srcs / "docker-compose.yml")),
             *("-f", str(self.stack.srcs / "compose.override.yaml")),
-            *("-f", str(self.stack.srcs / "compose.docker.yaml")),
         ]
         argv = [DOCKER, "compose", "-p", self.project, *files, *args]
         start = time.perf_counter()
@@ -234,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             stack.prepare()
-            peer.prepare()
             built, _ = stack.composer("build", timeout=BUILD_TIMEOUT)
             print(f"composer build of the 8 images (not compared): {built:.1f} s", file=sys.stderr)
             for image in images:

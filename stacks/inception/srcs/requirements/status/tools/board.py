@@ -73,7 +73,10 @@ def read_probes(path: str) -> list[Probe]:
             host, _, port = target.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise SystemExit(f"board: {where}: {target!r} is not HOST:PORT")
-            probes.append(Probe(service, kind, host, int(port), words[3] if len(words) == 4 else ""))
+            argument = os.path.expandvars(words[3]) if len(words) == 4 else ""  # ${DOMAIN_NAME}
+            if "$" in argument:
+                raise SystemExit(f"board: {where}: {words[3]!r}: a variable is not set in the environment")
+            probes.append(Probe(service, kind, host, int(port), argument))
     if not probes:
         raise SystemExit(f"board: {path}: no probes")
     return probes
