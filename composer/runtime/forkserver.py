@@ -4,25 +4,29 @@
 single-threaded. For each request (a pickled `LaunchPlan` plus descriptors passed with SCM_RIGHTS), the
 helper forks an intermediate, which makes the namespaces and forks the container's process, reports
 its pid and exits. The container's process is then re-parented to the caller (the subreaper), which
-watches it through a pidfd. Requests are answered in order, one at a time; the pid is answered as soon
-as the intermediate reports it, so for a moment the container may still be the intermediate's child
-(`Process._reap` waits that moment out).
+watches it through a pidfd.
 
-Wire format (SOCK_SEQPACKET, one message each way):
-  request: pickle((plan, roles)) + SCM_RIGHTS fds, roles[i] naming fds[i] ("stdin", "go", "err", ...)
-  reply:   b"ok <pid>" or b"err\\0<stage>\\0<errno>\\0<detail>"
+Several requests may be in flight: the helper forks each request's intermediate at once and goes back
+to its socket, and answers each as its intermediate reports (so the intermediates of a `up` of many
+containers run side by side, on every core, while the caller prepares the next). A success is answered
+as soon as the pid is reported, so for a moment the container may still be the exiting intermediate's
+child (`Process._reap` waits that moment out).
+
+Wire format (SOCK_SEQPACKET, one message each way; ID a u64 the caller chooses, echoed back):
+  request: ID + pickle((plan, roles)) + SCM_RIGHTS fds, roles[i] naming fds[i] ("stdin", "go", ...)
+  reply:   ID + b"ok <pid>", or ID + b"err\\0<stage>\\0<errno>\\0<detail>"
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
 import os
 import pickle
+import select
 import signal
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from composer.runtime import libc
@@ -43,9 +47,20 @@ class LaunchFailed(Exception):
         self.stage, self.err, self.detail = stage, err, detail
 
 
-def encode_request(plan: LaunchPlan, fds: dict[str, int]) -> tuple[bytes, list[int]]:
+_ID = struct.Struct("=Q")
+
+
+def encode_request(request_id: int, plan: LaunchPlan, fds: dict[str, int]) -> tuple[bytes, list[int]]:
     roles = sorted(fds)
-    return pickle.dumps((plan, tuple(roles)), protocol=pickle.HIGHEST_PROTOCOL), [fds[r] for r in roles]
+    body = pickle.dumps((plan, tuple(roles)), protocol=pickle.HIGHEST_PROTOCOL)
+    return _ID.pack(request_id) + body, [fds[r] for r in roles]
+
+
+def split_reply(data: bytes) -> tuple[int | None, bytes]:
+    """(the request's id, its answer); (None, b"") when the fork-server is gone (EOF)."""
+    if len(data) < _ID.size:
+        return None, b""
+    return _ID.unpack_from(data)[0], data[_ID.size :]
 
 
 def decode_reply(data: bytes) -> int:
@@ -80,10 +95,10 @@ class ForkServer:
         return cls(sock=parent, pid=pid)
 
     def launch(self, plan: LaunchPlan, fds: dict[str, int]) -> int:
-        """Blocking form of one request (for the sync wrapper and benchmarks)."""
-        data, fd_list = encode_request(plan, fds)
+        """Blocking form of one request (for the sync wrapper and benchmarks; one caller at a time)."""
+        data, fd_list = encode_request(0, plan, fds)
         socket.send_fds(self.sock, [data], fd_list)
-        return decode_reply(self.sock.recv(4096))
+        return decode_reply(split_reply(self.sock.recv(4096))[1])
 
     def close(self) -> None:
         """Stop the helper (it exits on EOF) and reap it."""
@@ -94,57 +109,85 @@ class ForkServer:
             os.waitpid(self.pid, 0)
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A request whose intermediate has not finished: its id, pid, report pipe, what it said so far."""
+
+    request_id: int
+    pid: int
+    report: int
+    said: bytearray = field(default_factory=bytearray)
+    answered: bool = False
+
+
 def _serve(sock: socket.socket) -> NoReturn:
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() == 1:
         os._exit(0)
+    flights: dict[int, _Flight] = {}  # by report fd
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    while True:
+        try:
+            events = poller.poll()
+        except InterruptedError:
+            continue
+        for fd, _mask in events:
+            if fd == sock.fileno():
+                flight = _receive(sock)
+                if flight is not None:
+                    flights[flight.report] = flight
+                    poller.register(flight.report, select.POLLIN)
+                continue
+            flight = flights[fd]
+            chunk = os.read(fd, 4096)
+            if chunk:
+                if not flight.said and chunk.startswith(b"ok "):
+                    sock.send(_ID.pack(flight.request_id) + chunk)  # the pid (one write: whole here)
+                    flight.answered = True
+                flight.said += chunk
+                continue
+            poller.unregister(fd)
+            os.close(fd)
+            del flights[fd]
+            os.waitpid(flight.pid, 0)
+            if not flight.answered:
+                said = bytes(flight.said) or b"err\0intermediate\x000\0exited without a report"
+                sock.send(_ID.pack(flight.request_id) + said)
+
+
+def _receive(sock: socket.socket) -> _Flight | None:
+    """Take one request and fork its intermediate; None if it was answered at once (a bad request).
+    EOF on the socket (the caller is gone) ends the helper."""
     while True:
         try:
             message, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS)
+            break
         except InterruptedError:
             continue
-        if not message:
-            os._exit(0)
-        try:
-            reply = _handle(message, fds, sock.send)
-        except Exception as exc:  # a bad request must not end the server
-            reply = b"err\0forkserver\x000\0" + repr(exc).encode(errors="replace")
-        finally:
-            for fd in fds:
-                os.close(fd)
-        if reply:
-            sock.send(reply)
+    if not message:
+        os._exit(0)
+    request_id, body = split_reply(message)
+    try:
+        return _start(request_id or 0, body, fds)
+    except Exception as exc:  # a bad request must not end the server
+        sock.send(_ID.pack(request_id or 0) + b"err\0forkserver\x000\0" + repr(exc).encode(errors="replace"))
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
-def _handle(message: bytes, fds: list[int], send: Callable[[bytes], object]) -> bytes:
-    """One request; returns the reply still to send (b"" once `send` has been called with it). A
-    success is sent as soon as the intermediate reports the pid (one write, whole in one read): the
-    caller goes on while the intermediate exits and is reaped here (~2 ms on a loaded machine)."""
-    plan, roles = pickle.loads(message)
+def _start(request_id: int, body: bytes, fds: list[int]) -> _Flight:
+    plan, roles = pickle.loads(body)
     if not isinstance(plan, LaunchPlan) or len(roles) != len(fds):
-        return b"err\0forkserver\x000\0malformed request"
+        raise ValueError("malformed request")
     by_role = dict(zip(roles, fds, strict=True))
-    read_end, write_end = os.pipe()
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         run_intermediate(plan, by_role, write_end)
     os.close(write_end)
-    chunks = array.array("b")
-    sent = False
-    try:
-        while True:
-            chunk = os.read(read_end, 4096)
-            if not chunk:
-                break
-            if not chunks and chunk.startswith(b"ok "):
-                send(chunk)
-                sent = True
-            chunks.frombytes(chunk)
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
-    if sent:
-        return b""
-    return chunks.tobytes() or b"err\0intermediate\x000\0exited without a report"
+    return _Flight(request_id=request_id, pid=pid, report=read_end)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 import contextlib
 import errno
+import itertools
 import os
 import resource
 import shutil
@@ -36,7 +37,7 @@ from composer.runtime import libc, rootfs
 from composer.runtime.caps import cap_mask, resolve_caps
 from composer.runtime.console import DEFAULT_SIZE as DEFAULT_TTY_SIZE
 from composer.runtime.console import Terminal, receive_master
-from composer.runtime.forkserver import ForkServer, LaunchFailed, decode_reply, encode_request
+from composer.runtime.forkserver import ForkServer, LaunchFailed, decode_reply, encode_request, split_reply
 from composer.runtime.init import INIT_PATH, decode_failure
 from composer.runtime.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 from composer.runtime.plan import LaunchPlan, MountStep
@@ -195,24 +196,36 @@ class Runtime:
         self.layout = layout
         self._forkserver = forkserver
         self._sock: trio.socket.SocketType | None = None
-        self._lock: trio.Lock | None = None
+        self._send_lock = trio.Lock()
+        self._receive_lock = trio.Lock()
+        self._ids = itertools.count(1)
+        self._answers: dict[int, bytes] = {}
         with open("/proc/sys/kernel/cap_last_cap") as handle:
             self.last_cap = int(handle.read())
 
     # -- the fork-server ----------------------------------------------------------------------------------
 
     async def _request(self, plan: LaunchPlan, fds: dict[str, int]) -> int:
-        if self._sock is None or self._lock is None:
+        """One request to the fork-server. Several tasks may wait at once: whoever holds the receive
+        lock reads the next answer and files it under its id for its waiter."""
+        if self._sock is None:
             self._sock = trio.socket.from_stdlib_socket(self._forkserver.sock)
-            self._lock = trio.Lock()
-        data, fd_list = encode_request(plan, fds)
-        async with self._lock:
-            # shielded: a request half sent or half answered would desync the stream
-            with trio.CancelScope(shield=True):
+        request_id = next(self._ids)
+        data, fd_list = encode_request(request_id, plan, fds)
+        # shielded: a request sent and not waited for would leave a container running that nobody knows
+        with trio.CancelScope(shield=True):
+            async with self._send_lock:
                 rights = array.array("i", fd_list)
                 await self._sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
-                reply = await self._sock.recv(4096)
-        return decode_reply(reply)
+            while request_id not in self._answers:
+                async with self._receive_lock:
+                    if request_id in self._answers:
+                        break
+                    answered, answer = split_reply(await self._sock.recv(4096))
+                    if answered is None:  # the fork-server is gone: every waiter hears it
+                        raise LaunchFailed("forkserver", 0, "the fork-server is gone")
+                    self._answers[answered] = answer
+        return decode_reply(self._answers.pop(request_id))
 
     # -- start ---------------------------------------------------------------------------------------------
 

@@ -420,6 +420,41 @@ def test_failing_stage_names_stage_and_errno_and_leaves_nothing(
     assert not layout.container_dir(spec.id).exists()
 
 
+def test_many_starts_at_once_each_get_their_own_answer(
+    runtime: Runtime, spec: ContainerSpec, layout: Layout, tmp_path: Path
+) -> None:
+    """The fork-server keeps several requests in flight and answers each as its intermediate reports:
+    failures (a netns that is not there, reported before any process exists) come back first, in
+    between the pids of the others; every caller gets its own answer and exit status."""
+    results: dict[int, ExitStatus | ContainerStartError] = {}
+
+    async def one(i: int) -> None:
+        changes: dict[str, Any] = {"id": f"many{i}"}
+        if i % 3 == 0:
+            changes["network"] = Network(mode="join", path=str(tmp_path / "no-netns"))
+        else:
+            changes["argv"] = ("sh", "-c", f"exit {i}")
+        try:
+            results[i] = (await run_in(runtime, replace(spec, **changes)))[0]
+        except ContainerStartError as exc:
+            results[i] = exc
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(one, i)
+
+    trio.run(main)
+    assert sorted(results) == list(range(12))
+    for i, result in results.items():
+        if i % 3 == 0:
+            assert isinstance(result, ContainerStartError), (i, result)
+            assert result.stage == "netns" and str(result).startswith(f"container many{i}: netns: ENOENT")
+        else:
+            assert result == ExitStatus(i), (i, result)
+        assert not layout.container_dir(f"many{i}").exists()
+
+
 def test_cancelled_start_leaves_nothing(runtime: Runtime, spec: ContainerSpec, layout: Layout) -> None:
     async def main() -> None:
         async def never(pid: int) -> None:
