@@ -205,11 +205,9 @@ class Supervisor:
 
     def warm_up(self) -> None:
         """What the first request would otherwise pay for on its way (sync: run it in a thread while
-        waiting for that request): the network library's import, the host's cgroup layout."""
-        from composer import network
+        waiting for that request): reading the host's cgroup layout."""
         from composer.runtime import cgroups
 
-        network.warm_up()
         cgroups.host_layout()
 
     def idle(self) -> bool:

@@ -4,11 +4,13 @@ A container's attach is composer's hottest network path (one per container start
 `IPRoute` drives a private asyncio loop per request (~0.3 ms each, and two `IPRoute` objects per
 attach); the same requests built here with `struct` cost a few microseconds each, and the in-netns
 ones go to the kernel in one batch (research/runtime-limits.md §3 measured 306 us against 3 us for a
-single RTM_GETLINK). Bridges, pinning and everything done once per network stay on pyroute2.
+single RTM_GETLINK). Bridges use it too (bridge.py), so that `up` and `down` never import pyroute2
+(0.12-0.18 s of CPU, a `ldconfig -p` child included); pinning a netns still does (netns.py).
 
-Only what attach needs: a veth whose peer is created inside a netns (name, MAC, MTU, bridge master,
-up), a link's index by name, link up, an address (IPv4 or IPv6), a default route, a link's addresses,
-a link's deletion. Errors come back as `RtnlError` (an OSError carrying the kernel's errno).
+Only what composer needs: a veth whose peer is created inside a netns (name, MAC, MTU, bridge master,
+up), a bridge, link up (with an alias), an address (IPv4 or IPv6), a default route, a link's
+deletion; and reading links, addresses and routes (for bridges.py and IPAM's view of the host).
+Errors come back as `RtnlError` (an OSError carrying the kernel's errno).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from composer.network.netns import socket_in
 
-__all__ = ["Request", "Rtnl", "RtnlError"]
+__all__ = ["Address", "Link", "Request", "Route", "Rtnl", "RtnlError"]
 
 NETLINK_ROUTE = 0
 # message types (linux/rtnetlink.h, linux/netlink.h)
@@ -36,6 +38,7 @@ RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 RTM_NEWROUTE = 24
+RTM_GETROUTE = 26
 # flags
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
@@ -49,6 +52,7 @@ IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
 IFLA_LINKINFO = 18
+IFLA_IFALIAS = 20
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -57,7 +61,10 @@ IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_BROADCAST = 4
 IFA_FLAGS = 8
+RTA_DST = 1
+RTA_OIF = 4
 RTA_GATEWAY = 5
+RTA_TABLE = 15
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3
@@ -109,6 +116,46 @@ def _attrs(data: bytes) -> dict[int, bytes]:
         out[kind & 0x3FFF] = data[offset + _RTA.size : offset + size]
         offset += _align(size)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    index: int
+    name: str
+    alias: str
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    index: int
+    address: IPv4Address | IPv6Address
+    prefixlen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route of the main table: its destination (None for a default route) and output link."""
+
+    dst: IPv4Address | IPv6Address | None
+    dst_len: int
+    oif: int | None
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace") if raw else ""
+
+
+def _link(payload: bytes) -> Link:
+    index = int(_IFINFO.unpack_from(payload)[2])
+    attrs = _attrs(payload[_IFINFO.size :])
+    mtu = attrs.get(IFLA_MTU)
+    return Link(
+        index=index,
+        name=_text(attrs.get(IFLA_IFNAME)),
+        alias=_text(attrs.get(IFLA_IFALIAS)),
+        mtu=_U32.unpack(mtu)[0] if mtu and len(mtu) == 4 else 1500,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,13 +276,25 @@ class Rtnl:
         return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"veth {name}")
 
     @staticmethod
-    def link_up(index: int, what: str) -> Request:
-        return Request(RTM_NEWLINK, 0, _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP), f"{what} up")
+    def bridge(name: str, *, mtu: int | None = None) -> Request:
+        """A new bridge `name` (down; STP off, the kernel's default)."""
+        attrs = _name(IFLA_IFNAME, name) + (_u32(IFLA_MTU, mtu) if mtu else b"")
+        attrs += _attr(IFLA_LINKINFO, _name(IFLA_INFO_KIND, "bridge"))
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attrs
+        return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body, f"bridge {name}")
 
     @staticmethod
-    def delete(name: str) -> Request:
+    def link_up(index: int, what: str, *, alias: str | None = None) -> Request:
+        """Link `index` up (and its ifalias set, when given)."""
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP, IFF_UP)
+        if alias is not None:
+            body += _attr(IFLA_IFALIAS, alias.encode())
+        return Request(RTM_NEWLINK, 0, body, f"{what} up")
+
+    @staticmethod
+    def delete(name: str, *, missing_ok: bool = True) -> Request:
         body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _name(IFLA_IFNAME, name)
-        return Request(RTM_DELLINK, 0, body, f"delete {name}", tolerate=(errno.ENODEV,))
+        return Request(RTM_DELLINK, 0, body, f"delete {name}", tolerate=(errno.ENODEV,) if missing_ok else ())
 
     @staticmethod
     def address(
@@ -267,8 +326,8 @@ class Rtnl:
 
     # -- queries -------------------------------------------------------------------------------------------
 
-    def index_of(self, name: str) -> int | None:
-        """The index of link `name` in this socket's netns, None if there is none."""
+    def link(self, name: str) -> Link | None:
+        """Link `name` in this socket's netns, None if there is none."""
         body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _name(IFLA_IFNAME, name)
         try:
             replies = self._query(RTM_GETLINK, 0, body, f"link {name}")
@@ -276,23 +335,52 @@ class Rtnl:
             if exc.errno == errno.ENODEV:
                 return None
             raise
-        for kind, payload in replies:
-            if kind == RTM_NEWLINK:
-                return int(_IFINFO.unpack_from(payload)[2])
-        return None
+        return next((_link(payload) for kind, payload in replies if kind == RTM_NEWLINK), None)
 
-    def addresses(self, index: int) -> set[str]:
-        """The addresses (both families, as text) of link `index`."""
-        body = _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        found: set[str] = set()
-        for kind, payload in self._query(RTM_GETADDR, NLM_F_DUMP, body, "addresses"):
+    def index_of(self, name: str) -> int | None:
+        found = self.link(name)
+        return found.index if found is not None else None
+
+    def links(self) -> list[Link]:
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        return [
+            _link(p) for kind, p in self._query(RTM_GETLINK, NLM_F_DUMP, body, "links") if kind == RTM_NEWLINK
+        ]
+
+    def address_list(self, family: int = socket.AF_UNSPEC, index: int | None = None) -> list[Address]:
+        """The addresses of `family` (both when AF_UNSPEC), of link `index` or of every link."""
+        out = []
+        for kind, payload in self._query(
+            RTM_GETADDR, NLM_F_DUMP, _IFADDR.pack(family, 0, 0, 0, 0), "addresses"
+        ):
             if kind != RTM_NEWADDR:
                 continue
-            _family, _prefix, _flags, _scope, link = _IFADDR.unpack_from(payload)
-            if link != index:
+            _family, prefixlen, _flags, _scope, link = _IFADDR.unpack_from(payload)
+            if index is not None and link != index:
                 continue
             attrs = _attrs(payload[_IFADDR.size :])
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
             if raw is not None:
-                found.add(str(ip_address(raw)))
-        return found
+                out.append(Address(index=link, address=ip_address(raw), prefixlen=prefixlen))
+        return out
+
+    def addresses(self, index: int) -> set[str]:
+        """The addresses (both families, as text) of link `index`."""
+        return {str(a.address) for a in self.address_list(index=index)}
+
+    def routes(self, family: int, table: int = RT_TABLE_MAIN) -> list[Route]:
+        """The routes of `family` in `table` (the main one by default)."""
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        out = []
+        for kind, payload in self._query(RTM_GETROUTE, NLM_F_DUMP, body, "routes"):
+            if kind != RTM_NEWROUTE:
+                continue
+            _family, dst_len, _src, _tos, short_table, *_rest = _RTMSG.unpack_from(payload)
+            attrs = _attrs(payload[_RTMSG.size :])
+            raw_table = attrs.get(RTA_TABLE)
+            if (_U32.unpack(raw_table)[0] if raw_table else short_table) != table:
+                continue
+            dst, oif = attrs.get(RTA_DST), attrs.get(RTA_OIF)
+            out.append(Route(dst=ip_address(dst) if dst else None, dst_len=dst_len,
+                             oif=_U32.unpack(oif)[0] if oif else None))  # fmt: skip
+        return out

@@ -6,9 +6,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
@@ -113,3 +115,32 @@ def test_refusals_name_the_request_and_keep_the_errno(netns_fd: int, bridge: int
     with Rtnl.inside(netns_fd) as inside, pytest.raises(RtnlError) as caught:
         inside.run([Rtnl.default_route(IPv4Address("10.213.99.1"))])  # no route to the gateway
     assert caught.value.errno == errno.ENETUNREACH
+
+
+def test_a_bridge_its_alias_and_what_the_dumps_read_back(netns_fd: int) -> None:
+    """Inside the test's own netns: a bridge with an MTU, an address and an alias; the link, address
+    and route dumps see them (the connected route of the subnet, the default route through it)."""
+    with Rtnl.inside(netns_fd) as rtnl:
+        rtnl.run([Rtnl.bridge("br-test", mtu=1450)])
+        link = rtnl.link("br-test")
+        assert link is not None and link.mtu == 1450 and link.alias == ""
+        rtnl.run([
+            Rtnl.address(link.index, IPv4Address("10.213.7.1"), 24, broadcast=IPv4Address("10.213.7.255")),
+            Rtnl.link_up(link.index, "br-test", alias="composer:front"),
+        ])  # fmt: skip
+        assert rtnl.link("br-test") == replace(link, alias="composer:front")
+        assert {lk.name for lk in rtnl.links()} == {"lo", "br-test"}
+        (addr,) = rtnl.address_list(socket.AF_INET, index=link.index)
+        assert (str(addr.address), addr.prefixlen) == ("10.213.7.1", 24)
+        rtnl.run([Rtnl.default_route(IPv4Address("10.213.7.254"))])
+        routes = {(str(r.dst), r.dst_len, r.oif) for r in rtnl.routes(socket.AF_INET)}
+        assert ("10.213.7.0", 24, link.index) in routes and ("None", 0, link.index) in routes
+        assert all(r.dst is None or r.dst.version == 4 for r in rtnl.routes(socket.AF_INET))
+        with pytest.raises(RtnlError) as caught:
+            rtnl.run([Rtnl.bridge("br-test")])
+        assert caught.value.errno == errno.EEXIST
+        rtnl.run([Rtnl.delete("br-test", missing_ok=False)])
+        with pytest.raises(RtnlError) as caught:
+            rtnl.run([Rtnl.delete("br-test", missing_ok=False)])
+        assert caught.value.errno == errno.ENODEV
+        assert rtnl.link("br-test") is None and rtnl.routes(socket.AF_INET) == []
