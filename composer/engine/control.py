@@ -27,7 +27,7 @@ import trio
 from composer.engine.backends import ContainerChange
 from composer.engine.depends import Condition, DependencyTimeout, StateBoard, wait_for_dependencies
 from composer.engine.executor import ExecutionEvent, execute_down, execute_up
-from composer.engine.plan import Plan, plan_down, plan_up
+from composer.engine.plan import Plan, UpOptions, plan_down, plan_up
 from composer.engine.protocol import Request, receive_request, send_frame
 from composer.engine.records import observe
 from composer.engine.supervisor import Supervisor, Unit
@@ -292,7 +292,8 @@ class _Server:
 
     async def op_up(self, request: Request, emit: Callable[[dict[str, Any]], None]) -> int:
         project = _need_project(request)
-        plan = plan_up(project, self._observe(project), images=self._images(project), options=request.up)
+        options = request.up or UpOptions()
+        plan = plan_up(project, self._observe(project), images=self._images(project), options=options)
         _warnings(plan, emit)
         backends = self.supervisor.backends(project, request.environ, request.compose_files)
         await execute_up(plan, backends, project=project, on_event=_events(emit), timeout=request.timeout)
@@ -316,7 +317,7 @@ class _Server:
 
         unsubscribe = self.supervisor.subscribe(on_change)
         try:
-            chosen = set(request.up.services) or {s.name for s in project.services}
+            chosen = set(request.up.services if request.up else ()) or {s.name for s in project.services}
             deps = [
                 Dependency(service=s.name, condition=str(Condition.RUNNING_OR_HEALTHY))
                 for s in project.services

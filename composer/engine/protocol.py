@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from composer.engine.plan import UpOptions
 from composer.errors import ComposerError
 from composer.spec.model import Project
 
 if TYPE_CHECKING:
     import trio
+
+    from composer.engine.plan import UpOptions
 
 __all__ = [
     "Request", "call", "connect", "exchange", "receive_frame", "receive_request", "send_frame", "socket_path"
@@ -47,7 +48,7 @@ class Request:
     project: Project | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = ()
-    up: UpOptions = field(default_factory=UpOptions)
+    up: UpOptions | None = None  # `up`'s options; None: the defaults (the client need not import plan)
     timeout: float | None = None  # -t
     wait: bool = False  # up --wait
     wait_timeout: float | None = None
