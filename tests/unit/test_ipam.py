@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 
@@ -156,6 +157,28 @@ def test_store_roundtrip(tmp_path: Path) -> None:
     with store.transaction() as state:
         state.drop("n")
     assert store.read().records() == ()
+
+
+def test_a_store_sees_every_other_writer_of_the_file(tmp_path: Path) -> None:
+    """A store keeps the file as it last read or wrote it, and parses it again only when the file is
+    another one: another store's (another process's) writes, even of the same size, are seen."""
+    one, other = IpamStore(tmp_path / "network"), IpamStore(tmp_path / "network")
+    with one.transaction() as state:
+        state.put(_net())
+    with other.transaction() as state:
+        record = state.get("n")
+        assert record is not None
+        state.put(assign_address(record, "web-1"))
+    assert one.read().get("n") == other.read().get("n") != _net()
+    text = one.path.read_text()
+    swapped = text.replace('"web-1"', '"web-2"')
+    assert len(swapped) == len(text) and swapped != text
+    tmp = one.path.with_name("edited")
+    tmp.write_text(swapped)
+    os.replace(tmp, one.path)  # a writer of the same size: a new file all the same
+    record = one.read().get("n")
+    assert record is not None and record.address_of("web-2") is not None
+    assert record.address_of("web-1") is None
 
 
 def _grab(folder: str, name: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
