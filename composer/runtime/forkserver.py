@@ -33,7 +33,7 @@ from composer.runtime import libc
 from composer.runtime.init import decode_failure, run_intermediate
 from composer.runtime.plan import LaunchPlan
 
-__all__ = ["ForkServer", "LaunchFailed", "decode_reply", "encode_request"]
+__all__ = ["ForkServer", "LaunchFailed", "decode_reply", "encode_request", "split_id"]
 
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 16
@@ -56,8 +56,8 @@ def encode_request(request_id: int, plan: LaunchPlan, fds: dict[str, int]) -> tu
     return _ID.pack(request_id) + body, [fds[r] for r in roles]
 
 
-def split_reply(data: bytes) -> tuple[int | None, bytes]:
-    """(the request's id, its answer); (None, b"") when the fork-server is gone (EOF)."""
+def split_id(data: bytes) -> tuple[int | None, bytes]:
+    """A message (request or answer) -> (its request id, the rest); (None, b"") for EOF."""
     if len(data) < _ID.size:
         return None, b""
     return _ID.unpack_from(data)[0], data[_ID.size :]
@@ -93,12 +93,6 @@ class ForkServer:
                 os._exit(0)
         child.close()
         return cls(sock=parent, pid=pid)
-
-    def launch(self, plan: LaunchPlan, fds: dict[str, int]) -> int:
-        """Blocking form of one request (for the sync wrapper and benchmarks; one caller at a time)."""
-        data, fd_list = encode_request(0, plan, fds)
-        socket.send_fds(self.sock, [data], fd_list)
-        return decode_reply(split_reply(self.sock.recv(4096))[1])
 
     def close(self) -> None:
         """Stop the helper (it exits on EOF) and reap it."""
@@ -168,7 +162,7 @@ def _receive(sock: socket.socket) -> _Flight | None:
             continue
     if not message:
         os._exit(0)
-    request_id, body = split_reply(message)
+    request_id, body = split_id(message)
     try:
         return _start(request_id or 0, body, fds)
     except Exception as exc:  # a bad request must not end the server

@@ -37,7 +37,7 @@ from composer.runtime import libc, rootfs
 from composer.runtime.caps import cap_mask, resolve_caps
 from composer.runtime.console import DEFAULT_SIZE as DEFAULT_TTY_SIZE
 from composer.runtime.console import Terminal, receive_master
-from composer.runtime.forkserver import ForkServer, LaunchFailed, decode_reply, encode_request, split_reply
+from composer.runtime.forkserver import ForkServer, LaunchFailed, decode_reply, encode_request, split_id
 from composer.runtime.init import INIT_PATH, decode_failure
 from composer.runtime.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
 from composer.runtime.plan import LaunchPlan, MountStep
@@ -221,7 +221,7 @@ class Runtime:
                 async with self._receive_lock:
                     if request_id in self._answers:
                         break
-                    answered, answer = split_reply(await self._sock.recv(4096))
+                    answered, answer = split_id(await self._sock.recv(4096))
                     if answered is None:  # the fork-server is gone: every waiter hears it
                         raise LaunchFailed("forkserver", 0, "the fork-server is gone")
                     self._answers[answered] = answer
