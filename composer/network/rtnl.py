@@ -1,4 +1,4 @@
-"""The few rtnetlink requests of a container's network set-up, on a plain NETLINK_ROUTE socket.
+"""The few rtnetlink requests and dumps composer makes, on a plain NETLINK_ROUTE socket.
 
 A container's attach is composer's hottest network path (one per container start). pyroute2's sync
 `IPRoute` drives a private asyncio loop per request (~0.3 ms each, and two `IPRoute` objects per
@@ -41,7 +41,6 @@ RTM_NEWROUTE = 24
 RTM_GETROUTE = 26
 # flags
 NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
 NLM_F_EXCL = 0x200
@@ -176,8 +175,7 @@ class Rtnl:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._seq = itertools.count(1)
-        self._pid = 0  # the kernel fills in its port id; replies are matched by sequence number
+        self._seq = itertools.count(1)  # replies are matched by sequence number
 
     @classmethod
     def host(cls) -> Rtnl:
