@@ -521,22 +521,11 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
     return None
 
 
-def _supervise(argv: Sequence[str]) -> int:
-    """`composer [--log-format F] [--debug] __supervise ROOT PROJECT`: the detached supervisor."""
-    from composer import log
-    from composer.app import lifecycle
-
-    rest = list(argv)
-    debug = "--debug" in rest
-    fmt = rest[rest.index("--log-format") + 1] if "--log-format" in rest else "json"
-    root, project = rest[rest.index("__supervise") + 1 :][:2]
-    log.configure(fmt=fmt, debug=debug, level="info")  # its log file is the project's event history
-    return lifecycle.supervise(root, project)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     if "__supervise" in (sys.argv[1:] if argv is None else argv):
-        return _supervise(sys.argv[1:] if argv is None else argv)
+        from composer.app.lifecycle import supervise_command
+
+        return supervise_command(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:

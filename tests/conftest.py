@@ -145,6 +145,22 @@ def _suspicious(before: dict[str, tuple[int, str | None]]) -> list[str]:
     return sorted(left)
 
 
+def supervisor_pids(root: Path) -> list[int]:
+    """The pids of the `composer __supervise` processes of `root` (a supervisor, its guardian and its
+    fork-server share the command line). Detached, they are no descendants of the test: the leak check
+    cannot see them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"__supervise" in argv and str(root).encode() in argv:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     mounts: set[str]

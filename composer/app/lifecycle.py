@@ -9,6 +9,7 @@ state files and need no supervisor.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -37,10 +38,12 @@ if TYPE_CHECKING:
         ServicesArgs,
         UpArgs,
     )
+    from composer.runtime.forkserver import ForkServer
     from composer.spec.model import Project
     from composer.storage.layout import Layout
 
 READY_FD_ENV = "COMPOSER_READY_FD"
+PROJECT_FD_ENV = "COMPOSER_PROJECT_FD"  # a supervisor started ahead of its name reads it there
 SPAWN_TIMEOUT = 60.0
 _LIVE = ("running", "paused", "restarting")
 
@@ -48,14 +51,49 @@ _LIVE = ("running", "paused", "restarting")
 # --- the supervisor process -----------------------------------------------------------------------------
 
 
-def supervise(root: str, project: str) -> int:
-    """The supervisor of `project` (started by `_spawn`, detached): serve until idle."""
+def supervise_command(argv: Sequence[str]) -> int:
+    """`composer [--log-format F] [--debug] __supervise ROOT PROJECT`: the detached supervisor (PROJECT
+    `-`: started ahead of its name, which it reads from a pipe). `python -m composer` comes here
+    before the command line's parser is imported."""
+    from composer import log
+
+    rest = list(argv)
+    fmt = rest[rest.index("--log-format") + 1] if "--log-format" in rest else "json"
+    root, project = rest[rest.index("__supervise") + 1 :][:2]
+    log.configure(fmt=fmt, debug="--debug" in rest, level="info")  # its log file is the project's history
+    return supervise(root, None if project == "-" else project)
+
+
+def supervise(root: str, project: str | None) -> int:
+    """The supervisor of `project` (started by `_launch_supervisor`, detached): serve until idle.
+
+    `project` None: started ahead of its name (`up` spawns it before loading the compose files, so
+    that its imports overlap the client's load). It imports, then reads the name from the pipe in
+    PROJECT_FD_ENV, and leaves quietly at EOF (the load failed) having made nothing."""
     import fcntl
 
     from composer.runtime.forkserver import ForkServer
 
     ready_fd = int(os.environ.pop(READY_FD_ENV, "-1"))
-    guardian, farewell = _start_guardian(ready_fd)  # first: it must hold neither the lock nor the fork-server
+    name_fd = int(os.environ.pop(PROJECT_FD_ENV, "-1"))
+    # the guardian first: it must hold neither the lock, the fork-server nor the pipes to the client
+    guardian, farewell = _start_guardian(root, (ready_fd, name_fd))
+    forkserver = None
+    if project is None:
+        try:
+            forkserver = ForkServer.start()  # before the heavy imports, which it must not carry
+            _import_engine()
+            project = _read_name(name_fd)
+        except BaseException as exc:  # its output goes nowhere yet: the client reads this
+            _ready(ready_fd, f"error {exc!r}\n".encode())
+            _leave(farewell, guardian, forkserver)
+            raise
+        if project is None:
+            _leave(farewell, guardian, forkserver)
+            return 0
+        _log_to(Path(root), project)
+    with contextlib.suppress(OSError):
+        os.write(farewell, f"project {project}\n".encode())
     try:
         from composer.storage.layout import Layout
 
@@ -69,8 +107,10 @@ def supervise(root: str, project: str) -> int:
             _ready(ready_fd, b"busy\n")
             os.close(lock)
             return 0
-        forkserver = ForkServer.start()  # before trio: the fork-server must not inherit its threads
+        if forkserver is None:
+            forkserver = ForkServer.start()  # before trio: the fork-server must not inherit its threads
         try:
+            _import_engine()
             import trio
 
             from composer.engine import control, protocol
@@ -90,15 +130,58 @@ def supervise(root: str, project: str) -> int:
             _ready(ready_fd, f"error {exc}\n".encode())
             raise
         finally:
-            forkserver.close()
             os.close(lock)
     finally:  # any way out that runs Python code is a chosen one: the guardian just leaves
-        with contextlib.suppress(OSError):
-            os.write(farewell, b"bye")
-        os.close(farewell)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(guardian, 0)
+        _leave(farewell, guardian, forkserver)
     return 0
+
+
+def _leave(farewell: int, guardian: int, forkserver: ForkServer | None) -> None:
+    """A chosen way out: stop the fork-server, tell the guardian "bye" (it leaves) and reap it."""
+    if forkserver is not None:
+        forkserver.close()
+    with contextlib.suppress(OSError):
+        os.write(farewell, b"bye")
+    os.close(farewell)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(guardian, 0)
+
+
+def _import_engine() -> None:
+    """What the supervisor needs before it can answer (~0.25 s): imported with no thread running."""
+    import trio  # noqa: F401
+
+    import composer.engine.control
+    import composer.engine.supervisor
+    import composer.runtime.launch  # noqa: F401
+
+
+def _read_name(fd: int) -> str | None:
+    """The project's name, one line on `fd`; None at EOF without one (the client's load failed)."""
+    if fd < 0:
+        return None
+    data = b""
+    with contextlib.suppress(OSError):
+        while not data.endswith(b"\n") and (chunk := os.read(fd, 256)):
+            data += chunk
+    os.close(fd)
+    name = data.decode(errors="replace").strip()
+    return name if data.endswith(b"\n") and name else None
+
+
+def _log_to(root: Path, project: str) -> None:
+    """stdout and stderr into the project's supervisor.log (a supervisor started ahead of its name,
+    and its guardian, had them on /dev/null)."""
+    from composer.storage.layout import Layout
+
+    folder = Layout(root).project_dir(project)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 RESPAWN_ENV = "COMPOSER_RESPAWNS"  # when the guardian replaced supervisors lately (epoch seconds)
@@ -106,14 +189,14 @@ RESPAWN_LIMIT = 3  # replacements within RESPAWN_WINDOW seconds, after which a g
 RESPAWN_WINDOW = 60.0
 
 
-def _start_guardian(ready_fd: int) -> tuple[int, int]:
+def _start_guardian(root: str, inherited: Sequence[int]) -> tuple[int, int]:
     """Fork the supervisor's guardian (stdlib only, before any thread exists): (its pid, the write end
-    of the pipe it watches). A supervisor that leaves by any way that runs its code writes "bye" first.
-    When the pipe closes without it (SIGKILL, the OOM killer), the guardian becomes the project's next
-    supervisor (exec of the same command line), which adopts the running containers at once: their
-    names resolve again, restart policies and healthchecks resume, as when systemd restarts dockerd
-    with live-restore. More than RESPAWN_LIMIT replacements in RESPAWN_WINDOW seconds: it gives up
-    (the next composer command starts one, as before)."""
+    of the pipe it watches). The supervisor writes "project NAME" on it once it knows its project, and
+    "bye" when it leaves by any way that runs its code. When the pipe closes without a bye (SIGKILL,
+    the OOM killer), the guardian becomes the project's next supervisor, which adopts the running
+    containers at once: their names resolve again, restart policies and healthchecks resume, as when
+    systemd restarts dockerd with live-restore. More than RESPAWN_LIMIT replacements in RESPAWN_WINDOW
+    seconds: it gives up (the next composer command starts one, as before)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid:
@@ -122,13 +205,15 @@ def _start_guardian(ready_fd: int) -> tuple[int, int]:
     try:
         watched = os.getppid()
         os.close(write_end)
-        if ready_fd >= 0:
-            os.close(ready_fd)
+        for fd in inherited:
+            if fd >= 0:
+                os.close(fd)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         said = b""
-        while chunk := os.read(read_end, 16):
+        while chunk := os.read(read_end, 256):
             said += chunk
-        if said.startswith(b"bye"):
+        project = said.partition(b"\n")[0].removeprefix(b"project ").decode(errors="replace")
+        if said.endswith(b"bye") or not said.startswith(b"project "):
             os._exit(0)
         now = time.time()
         recent = [float(t) for t in os.environ.get(RESPAWN_ENV, "").split(",") if t]
@@ -138,12 +223,13 @@ def _start_guardian(ready_fd: int) -> tuple[int, int]:
             "event": event, "level": "warning", "gone": watched, "pid": os.getpid(), "recent": len(recent),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z",
         }  # fmt: skip
+        _log_to(Path(root), project)  # where the supervisor wrote (it may have learnt the name late)
         os.write(1, (json.dumps(line) + "\n").encode())
         if len(recent) >= RESPAWN_LIMIT:
             os._exit(1)
         env = dict(os.environ, **{RESPAWN_ENV: ",".join(str(t) for t in (*recent, now))})
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.execve(sys.executable, [sys.executable, "-m", "composer", *sys.argv[1:]], env)
+        os.execve(sys.executable, _supervisor_argv(root, project, debug="--debug" in sys.argv), env)
     finally:
         os._exit(1)
 
@@ -159,19 +245,86 @@ def _spawn(layout: Layout, project: str, options: GlobalOptions) -> None:
     _await_ready(layout, project, _launch_supervisor(layout, project, options))
 
 
+def _supervisor_argv(root: str, project: str | None, *, debug: bool) -> list[str]:
+    """The command line of a supervisor (PROJECT "-": it reads its name from PROJECT_FD_ENV)."""
+    argv = [sys.executable, "-m", "composer", "--log-format", "json"]
+    if debug:
+        argv.append("--debug")
+    return [*argv, "__supervise", root, project or "-"]
+
+
 # project -> the read end of the ready pipe of a supervisor started ahead of its first request
 _early: dict[str, int] = {}
 
 
-def _start_early(layout: Layout, project: str, options: GlobalOptions) -> None:
-    """Start the project's supervisor now, unless one runs, without waiting for it: its start-up
-    (~0.3 s of imports) overlaps the client's own, and `_call` waits for it if it must."""
-    pid_file = layout.project_dir(project) / "supervisor.pid"
+@dataclasses.dataclass
+class _Unnamed:
+    """A supervisor started before the project's name was known: its process, the write end of the
+    pipe it reads the name from, the read end of its ready pipe."""
+
+    process: subprocess.Popen[bytes]
+    name_fd: int
+    ready_fd: int
+
+    def name(self, project: str) -> None:
+        """Tell it its project (it then logs to the project's supervisor.log and answers as usual)."""
+        try:
+            os.write(self.name_fd, f"{project}\n".encode())
+        finally:
+            os.close(self.name_fd)
+        _early[project] = self.ready_fd
+
+    def cancel(self) -> None:
+        """The load failed: it leaves at EOF on its name pipe, having made nothing; wait for it, so
+        that nothing of this `up` outlives the command."""
+        os.close(self.name_fd)
+        os.close(self.ready_fd)
+        self.process.wait()
+
+
+def _start_unnamed(layout: Layout, options: GlobalOptions, guess: str) -> _Unnamed | None:
+    """Start a supervisor ahead of the project's load (its ~0.25 s of imports overlap the client's
+    load), unless one already runs for `guess` (the project's likely name: then the start would be
+    wasted)."""
+    if _running(layout, guess):
+        return None
+    name_read, name_write = os.pipe2(os.O_CLOEXEC)
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+    env = dict(os.environ, **{READY_FD_ENV: str(ready_write), PROJECT_FD_ENV: str(name_read)})
+    try:
+        process = subprocess.Popen(
+            _supervisor_argv(str(layout.root), None, debug=options.debug), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(ready_write, name_read),
+            start_new_session=True, env=env, cwd="/",
+        )  # fmt: skip
+    except BaseException:
+        os.close(name_write)
+        os.close(ready_read)
+        raise
+    finally:
+        os.close(name_read)
+        os.close(ready_write)
+    return _Unnamed(process, name_write, ready_read)
+
+
+def _guess_name(options: GlobalOptions, cwd: str, environ: Mapping[str, str]) -> str:
+    """The project's name as far as it can be told without reading the files (a top-level `name:`
+    or a COMPOSE_PROJECT_NAME in `.env` can change it): only to skip a wasted early start."""
+    from composer.spec.names import normalize_project_name
+
+    name = options.project_name or environ.get("COMPOSE_PROJECT_NAME")
+    if not name:
+        first = options.files[0] if options.files and options.files[0] != "-" else None
+        where = options.project_directory or (os.path.dirname(os.path.join(cwd, first)) if first else cwd)
+        name = os.path.basename(os.path.normpath(where))
+    return normalize_project_name(name)
+
+
+def _running(layout: Layout, project: str) -> bool:
     with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text()), 0)
-        return
-    if project not in _early:
-        _early[project] = _launch_supervisor(layout, project, options)
+        os.kill(int((layout.project_dir(project) / "supervisor.pid").read_text()), 0)
+        return True
+    return False
 
 
 def _launch_supervisor(layout: Layout, project: str, options: GlobalOptions) -> int:
@@ -181,15 +334,11 @@ def _launch_supervisor(layout: Layout, project: str, options: GlobalOptions) -> 
     read_fd, write_fd = os.pipe()
     env = dict(os.environ)
     env[READY_FD_ENV] = str(write_fd)
-    argv = [sys.executable, "-m", "composer", "--log-format", "json"]
-    if options.debug:
-        argv.append("--debug")
-    argv += ["__supervise", str(layout.root), project]
     try:
         with open(folder / "supervisor.log", "ab") as out:
             subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(write_fd,),
-                start_new_session=True, env=env, cwd="/",
+                _supervisor_argv(str(layout.root), project, debug=options.debug), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=out, pass_fds=(write_fd,), start_new_session=True, env=env, cwd="/",
             )  # fmt: skip
     except BaseException:
         os.close(read_fd)
@@ -407,10 +556,6 @@ def _scale(items: Sequence[str]) -> dict[str, int]:
 
 def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, str]) -> int:
     """`composer up`: create and start the project's containers; attached, follow their output."""
-    import dataclasses
-
-    from composer.engine.plan import UpOptions
-
     if args.detach and (
         args.abort_on_container_exit or args.abort_on_container_failure or args.exit_code_from
     ):
@@ -420,14 +565,23 @@ def up(options: GlobalOptions, args: UpArgs, *, cwd: str, environ: Mapping[str, 
         raise UsageError("--build and --no-build are incompatible")
     if args.force_recreate and args.no_recreate:
         raise UsageError("--force-recreate and --no-recreate are incompatible")
-    project, environment, files = _load(options, cwd, environ, args.services)
+    scale = _scale(args.scale)
     layout = _layout(options, environ)
-    if not args.dry_run:
-        _start_early(layout, project.name, options)
+    unnamed = None if args.dry_run else _start_unnamed(layout, options, _guess_name(options, cwd, environ))
+    try:
+        project, environment, files = _load(options, cwd, environ, args.services)
+    except BaseException:
+        if unnamed is not None:
+            unnamed.cancel()
+        raise
+    if unnamed is not None:
+        unnamed.name(project.name)
+    from composer.engine.plan import UpOptions
+
     up_options = UpOptions(
         services=args.services, force_recreate=args.force_recreate, no_recreate=args.no_recreate,
         always_recreate_deps=args.always_recreate_deps, no_deps=args.no_deps,
-        remove_orphans=args.remove_orphans, scale=_scale(args.scale), build=args.build,
+        remove_orphans=args.remove_orphans, scale=scale, build=args.build,
         no_build=args.no_build, start=not args.no_start,
     )  # fmt: skip
     if not args.no_build and not args.dry_run:

@@ -27,6 +27,7 @@ from composer.spec.extends import apply_extends
 from composer.spec.interpolate import interpolate_tree
 from composer.spec.merge import enforce_unicity, merge_trees, resolve_tags
 from composer.spec.model import Project
+from composer.spec.names import normalize_project_name
 from composer.spec.normalize import normalize_project
 from composer.spec.profiles import only_services, select_services
 from composer.spec.serialize import project_to_dict
@@ -128,12 +129,6 @@ class Loaded:
 
 
 # --- project name -----------------------------------------------------------------------------------
-
-
-def normalize_project_name(name: str) -> str:
-    """Compose's rule: lowercase, keep [a-z0-9_-], then drop leading '_' and '-'."""
-    kept = "".join(ch for ch in name.lower() if ch in "abcdefghijklmnopqrstuvwxyz0123456789_-")
-    return kept.lstrip("_-")
 
 
 def _checked_name(name: str, source: str) -> str:

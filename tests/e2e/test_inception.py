@@ -53,7 +53,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import INCEPTION, INCEPTION_SERVICES, InceptionBuild, Snapshot
+from tests.conftest import INCEPTION, INCEPTION_SERVICES, InceptionBuild, Snapshot, supervisor_pids
 
 pytestmark = pytest.mark.slow
 
@@ -247,24 +247,10 @@ def _child_subreaper(on: bool) -> bool:
     return bool(was.value)
 
 
-def _supervisors(root: Path) -> list[int]:
-    """The pids of the `composer __supervise` processes of `root`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"__supervise" in argv and str(root).encode() in argv:
-                found.append(int(entry.name))
-    return found
-
-
 def _wait_supervisors_gone(root: Path, timeout: float = 20) -> None:
     """Until no supervisor of `root` runs (one leaves about a second after `down`)."""
     deadline = time.monotonic() + timeout
-    while _supervisors(root) and time.monotonic() < deadline:
+    while supervisor_pids(root) and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -778,18 +764,19 @@ def test_supervisor_killed_containers_keep_running_and_are_adopted(site: Site) -
     supervisor = int((site.build.root / "projects" / PROJECT / "supervisor.pid").read_text())
     os.kill(supervisor, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while supervisor in _supervisors(site.build.root) and time.monotonic() < deadline:
+    while supervisor in supervisor_pids(site.build.root) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert supervisor not in _supervisors(site.build.root)
+    assert supervisor not in supervisor_pids(site.build.root)
     for service, pid in pids.items():
         stat = Path(f"/proc/{pid}/stat").read_text()
         assert stat.rsplit(")", 1)[1].split()[0] != "Z", f"{service}'s main process died with the supervisor"
     page = site.client().get("/readme.html")  # a file nginx serves itself
     assert page.status == 200 and "WordPress" in page.text, page.status
     deadline = time.monotonic() + 10
-    while not [p for p in _supervisors(site.build.root) if p != supervisor] and time.monotonic() < deadline:
+    root = site.build.root
+    while time.monotonic() < deadline and not [p for p in supervisor_pids(root) if p != supervisor]:
         time.sleep(0.05)
-    replacement = [p for p in _supervisors(site.build.root) if p != supervisor]
+    replacement = [p for p in supervisor_pids(site.build.root) if p != supervisor]
     assert replacement, "no supervisor replaced the killed one"
     deadline = time.monotonic() + 20  # nginx re-resolves wordpress:9000 (resolver valid=10s at most)
     while True:  # the front page needs WordPress -> MariaDB by name, i.e. the replacement's DNS

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.conftest import supervisor_pids
 from tests.privileged.conftest import BUSYBOX
 
 IMAGE = "lifecycle-busybox:latest"
@@ -1028,6 +1029,42 @@ def test_a_broken_compose_file_creates_nothing(compose: Compose, text: str, loca
     assert compose.records() == []
     assert not (compose.root / "projects" / compose.name).exists()
     assert compose.supervisor_pid() is None
+    assert supervisor_pids(compose.root) == []  # `up` starts one before it loads the file: it is gone
+
+
+def test_up_names_a_supervisor_started_before_the_load(compose: Compose) -> None:
+    """`up` starts the supervisor before it reads the files, under a guessed name (-p, else the
+    folder's); a top-level `name:` makes the guess wrong. The supervisor learns the real name and logs
+    into that project's folder; a second `up` finds it running, and the one it started ahead answers
+    "busy" and leaves."""
+    real = f"{compose.name}-real"
+    compose.write(f"""
+        name: {real}
+        services:
+          web:
+            image: IMAGE
+            command: ["sleep", "1000"]
+    """)
+    file = str(compose.dir / "compose.yaml")
+    argv = [sys.executable, "-m", "composer", "--root", str(compose.root), "-f", file]
+
+    def composer(*args: str) -> None:
+        done = subprocess.run([*argv, *args], cwd=compose.dir, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT, check=False)  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stdout, done.stderr)
+
+    try:
+        composer("up", "-d")
+        log = compose.root / "projects" / real / "supervisor.log"
+        assert '"supervisor.ready"' in log.read_text()
+        assert not (compose.root / "projects" / compose.dir.name).exists()  # the guess made nothing
+        first = supervisor_pids(compose.root)
+        assert len(first) == 3, first  # the supervisor, its guardian, its fork-server
+        composer("up", "-d")
+        wait_until(lambda: supervisor_pids(compose.root) == first or None, "the extra supervisor to leave")
+        assert log.read_text().count('"supervisor.ready"') == 1
+    finally:
+        composer("down", "-t", "0")
 
 
 # --- attached up --------------------------------------------------------------------------------------------
