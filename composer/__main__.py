@@ -7,6 +7,6 @@ if "__supervise" in sys.argv[1:]:
 
     sys.exit(supervise_command(sys.argv[1:]))
 
-from composer.cli import main
+from composer.cli import run
 
-sys.exit(main())
+run()

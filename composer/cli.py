@@ -7,6 +7,7 @@ imported inside the commands, so `composer --help` answers quickly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -519,6 +520,17 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
             options, all_projects=args.all, quiet=args.quiet, fmt=args.format, environ=environ
         )
     return None
+
+
+def run() -> NoReturn:
+    """The `composer` command: `main()`, then out without the interpreter's teardown (~20 ms of
+    finalizing every module and object after an `up -d`). Output is flushed first; no thread of
+    composer's outlives main (trio's workers are daemons) and none registers exit handlers."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
