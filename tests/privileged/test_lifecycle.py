@@ -1065,6 +1065,8 @@ def test_up_names_a_supervisor_started_before_the_load(compose: Compose) -> None
         assert log.read_text().count('"supervisor.ready"') == 1
     finally:
         composer("down", "-t", "0")
+        # the fixture waits for its own project's supervisor; this one is the real name's
+        wait_until(lambda: not supervisor_pids(compose.root), "the supervisor to leave after down")
 
 
 # --- attached up --------------------------------------------------------------------------------------------
