@@ -126,6 +126,7 @@ class Unit:
     terminal: Terminal | None = None
     generation: int = 0
     last_exit: ExitStatus | None = None
+    cgroup_removed: bool = False  # its last run's end removed its cgroup (remove need not look for one)
     changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -622,6 +623,7 @@ class Supervisor:
                         fifos.append(writes[stream])
             if adopted is None:
                 kept = ""
+                unit.cgroup_removed = False
                 cgroup = Cgroup.create(record.id, launch.resources)
                 stdio = unit.stdio or Stdio(stdout=writes.get("stdout"), stderr=writes.get("stderr"))
                 spec = dataclasses.replace(launch.spec, stdio=stdio, cgroup=cgroup)
@@ -737,10 +739,12 @@ class Supervisor:
     async def _ended(self, unit: Unit, handle: _RunHandle, status: ExitStatus) -> None:
         """The end of a run (from `_RunHandle.wait`): the cgroup goes, the record says exited."""
         record = unit.record
+        unit.cgroup_removed = False
         if handle.cgroup is not None:
             cgroup = handle.cgroup
             with contextlib.suppress(CgroupError, OSError):
                 await trio.to_thread.run_sync(cgroup.destroy)
+                unit.cgroup_removed = True
         self.tables.remove_container(record.id)
         unit.container = None
         unit.last_exit = status
@@ -915,8 +919,9 @@ class Supervisor:
             unit.held_ports = None
 
         def sync() -> None:
-            with contextlib.suppress(CgroupError, OSError):  # left by a run nobody saw end (a crash)
-                Cgroup.load(record.id).destroy()
+            if not unit.cgroup_removed:  # left by a run nobody saw end (a crash): 20 syscalls otherwise
+                with contextlib.suppress(CgroupError, OSError):
+                    Cgroup.load(record.id).destroy()
             for volume in [*record.named_volumes, *record.anonymous_volumes.values()]:
                 with contextlib.suppress(Exception):
                     self.volumes.release(volume, record.id)
