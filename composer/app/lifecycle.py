@@ -267,9 +267,15 @@ class _Unnamed:
     ready_fd: int
 
     def name(self, project: str) -> None:
-        """Tell it its project (it then logs to the project's supervisor.log and answers as usual)."""
+        """Tell it its project (it then logs to the project's supervisor.log and answers as usual).
+        One that died meanwhile (its imports failed, it was killed) is let go: the request then
+        starts a supervisor the usual way, which says what is wrong."""
         try:
             os.write(self.name_fd, f"{project}\n".encode())
+        except OSError:  # EPIPE: nobody reads the name any more
+            os.close(self.ready_fd)
+            self.process.wait()
+            return
         finally:
             os.close(self.name_fd)
         _early[project] = self.ready_fd

@@ -172,3 +172,26 @@ def test_cp_resolves_links_inside_the_container_root(tmp_path: Path) -> None:
     (root / "loop").symlink_to("loop")
     with pytest.raises(Exception, match="symbolic links"):
         resolve_in_root(root, "/loop")
+
+
+def test_an_early_supervisor_that_died_before_its_name_is_let_go() -> None:
+    """`up` names the supervisor it started before the load; if that process is gone (its imports
+    failed, somebody killed it), naming it must not end in a BrokenPipeError: it is reaped and the
+    request starts a supervisor the usual way."""
+    import subprocess
+    import sys
+
+    from composer.app import lifecycle
+
+    name_read, name_write = os.pipe2(os.O_CLOEXEC)
+    ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])  # reads nothing, as a dead supervisor
+    os.close(name_read)  # the only reader is gone: a write gets EPIPE
+    os.close(ready_write)
+    process.wait()
+    early = lifecycle._Unnamed(process, name_write, ready_read)
+    early.name("proj")
+    assert "proj" not in lifecycle._early
+    for fd in (name_write, ready_read):
+        with pytest.raises(OSError):
+            os.fstat(fd)  # both closed
