@@ -238,10 +238,12 @@ class NetworkManager:
     ip_forward: bool = True  # turn net.ipv4.ip_forward on for egress (like dockerd), if it is off
     sysctls: bool = True  # Docker's per-netns sysctls (unprivileged ports from 0, ping for all groups)
     sysctl_state: Path = SYSCTL_STATE  # the host-wide ledger of host sysctls composer changed (sysctl.py)
+    # one store per manager: its changes from many threads share transactions, and it parses the
+    # file again only when another process wrote it (a new store per call did neither)
+    store: IpamStore = field(init=False, repr=False, compare=False)
 
-    @property
-    def store(self) -> IpamStore:
-        return IpamStore(self.root / "network")
+    def __post_init__(self) -> None:
+        self.store = IpamStore(self.root / "network")
 
     @property
     def ledger(self) -> SysctlLedger:

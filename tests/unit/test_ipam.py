@@ -260,6 +260,45 @@ def test_changes_from_many_threads_share_transactions_and_a_failing_one_is_undon
     assert 1 <= writes < 19  # grouped: fewer writes of the file than changes
 
 
+def test_a_network_manager_keeps_one_store_so_releases_from_threads_share_writes(tmp_path: Path) -> None:
+    """`down` gives 50 containers' addresses back from 50 worker threads: one store, few writes of the
+    file (a new store per call made every release its own transaction, one after another)."""
+    import threading
+
+    from composer.network.manager import NetworkManager
+
+    manager = NetworkManager(tmp_path, firewall=None)
+    record = plan_network(SubnetRequest(name="shared", subnet="10.9.0.0/24"))
+    for n in range(20):
+        record = assign_address(record, f"c{n}")
+    with manager.store.transaction() as state:
+        state.put(record)
+    writes = 0
+    save = manager.store._save
+
+    def counting_save(state: IpamState) -> None:
+        nonlocal writes
+        writes += 1
+        save(state)
+
+    manager.store._save = counting_save  # type: ignore[method-assign]
+    start = threading.Barrier(21)
+
+    def release(name: str) -> None:
+        start.wait()
+        manager._release(name, None)
+
+    threads = [threading.Thread(target=release, args=(f"c{n}",)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    for thread in threads:
+        thread.join(timeout=30)
+    left = IpamStore(tmp_path / "network").read().get("shared")
+    assert left is not None and left.addresses == ()
+    assert 1 <= writes < 20
+
+
 def test_interfaces_are_ordered_named_and_routed() -> None:
     from ipaddress import IPv4Interface
 
