@@ -72,6 +72,7 @@ from composer.runtime.launch import AdoptedContainer, Container, ExitStatus, Run
 from composer.runtime.spec import ContainerSpec, Namespace, Network, Stdio
 from composer.spec.model import Project, Service, ServiceNetwork
 from composer.storage import secrets as secret_files
+from composer.storage import trash
 from composer.storage.layout import Layout
 from composer.storage.volumes import VolumeStore
 
@@ -79,6 +80,7 @@ __all__ = ["Launch", "Supervisor", "SupervisorError"]
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 _LIVE = ("running", "paused", "restarting")
+TRASH_QUIET = 0.25  # seconds without a removal before the trash is emptied (it competes for the GIL)
 
 
 class SupervisorError(ComposerError):
@@ -180,6 +182,7 @@ class Supervisor:
         self._handles: dict[str, NetworkHandle] = {}
         self._nursery: trio.Nursery | None = None
         self.changed = trio.Event()  # set (and renewed) on every change of any unit
+        self._discarded = trio.Event()  # set (and renewed) when `remove` put a folder in the trash
 
     # -- the life of the supervisor ------------------------------------------------------------------------
 
@@ -189,6 +192,7 @@ class Supervisor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
+                nursery.start_soon(self._empty_trash)
                 await self._adopt_all()
                 task_status.started()
                 await trio.sleep_forever()
@@ -197,6 +201,20 @@ class Supervisor:
                 for unit in self.units.values():
                     if unit.held_ports is not None:
                         unit.held_ports.close()
+        trash.empty(self.layout)  # what the last removals put there (the task above waited for its thread)
+
+    async def _empty_trash(self) -> None:
+        """Delete what `remove` put in the trash (and what a killed supervisor left there), in a
+        worker thread, after the removals have answered."""
+        while True:
+            await trio.to_thread.run_sync(trash.empty, self.layout)
+            await self._discarded.wait()
+            while True:  # until the removals pause: a `down` of 50 answers meanwhile
+                self._discarded = trio.Event()
+                with trio.move_on_after(TRASH_QUIET):
+                    await self._discarded.wait()
+                    continue
+                break
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -908,17 +926,13 @@ class Supervisor:
         if unit.record.state in _LIVE:
             raise SupervisorError(f"container {unit.record.name} is {unit.record.state}: stop it first")
         record = unit.record
-        await self.networks.release(record.name)
-        for config, _ in unit.launch.networks:
-            if config.external:  # never removed by `down`: forget it (and put its bridge's sysctls back)
-                self._handles.pop(config.name, None)
-                await self.networks.remove_network_if_unused(config.name)
         self.tables.remove_container(record.id)
         if unit.held_ports is not None:
             unit.held_ports.close()
             unit.held_ports = None
 
-        def sync() -> None:
+        def sync() -> None:  # one worker thread for all of it: each hop waited for a busy trio loop
+            self.networks.release_blocking(record.name)
             if not unit.cgroup_removed:  # left by a run nobody saw end (a crash): 20 syscalls otherwise
                 with contextlib.suppress(CgroupError, OSError):
                     Cgroup.load(record.id).destroy()
@@ -928,9 +942,14 @@ class Supervisor:
             if volumes:
                 for volume in record.anonymous_volumes.values():
                     self.volumes.remove(volume, missing_ok=True)
-            self.runtime.remove(record.id)
+            trash.discard(self.layout, self.layout.container_dir(record.id))  # `_empty_trash` deletes it
 
         await trio.to_thread.run_sync(sync)
+        self._discarded.set()
+        for config, _ in unit.launch.networks:
+            if config.external:  # never removed by `down`: forget it (and put its bridge's sysctls back)
+                self._handles.pop(config.name, None)
+                await self.networks.remove_network_if_unused(config.name)
         self.units.pop(record.id, None)
         self._gone(unit)
         logger().info("container.removed", container=record.name)

@@ -512,8 +512,12 @@ class NetworkManager:
     async def release(self, container: str, networks: Sequence[str] | None = None) -> None:
         """Give back the container's addresses (on `networks`, or all): it is being removed."""
         await trio.to_thread.run_sync(
-            self._release, container, tuple(networks) if networks is not None else None
+            self.release_blocking, container, tuple(networks) if networks is not None else None
         )
+
+    def release_blocking(self, container: str, networks: Sequence[str] | None = None) -> None:
+        """`release` for a worker thread that has more to do (one thread hop instead of two)."""
+        self._release(container, tuple(networks) if networks is not None else None)
 
     def _release(self, container: str, networks: tuple[str, ...] | None) -> None:
         def change(state: IpamState) -> None:

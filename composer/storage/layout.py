@@ -9,6 +9,7 @@ explicitly (DESIGN.md rule 8: no global state). Nothing here creates anything ex
     <root>/images/tags.json            name:tag -> image id
     <root>/images/cache/               the build cache and the base-image bootstrap cache
     <root>/tmp/                        staging: things are built here and renamed into place atomically
+    <root>/trash/                      folders renamed away to be deleted later (composer/storage/trash.py)
     <root>/containers/<id>/            a container's writable layer (upper/, work/), rootfs mount point
                                        (rootfs/), and its /etc/hostname, /etc/hosts, /etc/resolv.conf
     <root>/volumes/<name>/_data        named volumes (the local driver)
@@ -62,6 +63,10 @@ class Layout:
         return self.root / "tmp"
 
     @property
+    def trash(self) -> Path:
+        return self.root / "trash"
+
+    @property
     def containers(self) -> Path:
         return self.root / "containers"
 
@@ -100,7 +105,7 @@ class Layout:
         children come and go all the time spread them over the file system (`spread_children`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
-        for path in (self.layers, self.image_configs, self.cache, self.tmp, self.containers,
+        for path in (self.layers, self.image_configs, self.cache, self.tmp, self.trash, self.containers,
                      self.volumes, self.projects, self.locks):  # fmt: skip
             path.mkdir(parents=True, exist_ok=True)
         for path in (self.containers, self.tmp):

@@ -278,6 +278,9 @@ class Compose:
                 problems.append(f"cleanup: the supervisor {supervisor} still runs 15 s after down")
                 os.kill(supervisor, signal.SIGKILL)  # started by this test's commands
                 wait_until(lambda: not alive(supervisor), "the supervisor to die")
+            elif (self.root / "trash").is_dir() and os.listdir(self.root / "trash"):
+                left = sorted(os.listdir(self.root / "trash"))
+                problems.append(f"cleanup: the trash holds {left} after the supervisor left")
         for record in self.records():
             problems.append(f"cleanup: container {record['name']} is still recorded ({record['state']})")
             pid = record.get("pid")

@@ -28,8 +28,8 @@ def _fs_type(path: Path) -> str:
 
 def test_ensure_makes_the_folders_and_spreads_the_busy_ones(tmp_path: Path) -> None:
     layout = Layout(tmp_path / "root").ensure()
-    for path in (layout.layers, layout.image_configs, layout.cache, layout.tmp, layout.containers,
-                 layout.volumes, layout.projects, layout.locks):  # fmt: skip
+    for path in (layout.layers, layout.image_configs, layout.cache, layout.tmp, layout.trash,
+                 layout.containers, layout.volumes, layout.projects, layout.locks):  # fmt: skip
         assert path.is_dir()
     assert layout.root.stat().st_mode & 0o777 == 0o700
     if not _fs_type(tmp_path).startswith("ext"):
