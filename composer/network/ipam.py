@@ -508,6 +508,7 @@ class IpamStore:
         # the file as this process last read or wrote it: (inode, mtime, size) and its records
         # (frozen: shared safely); any other writer's os.replace makes a new inode
         self._known: tuple[tuple[int, int, int], dict[str, NetworkRecord]] | None = None
+        self._encoded: dict[str, tuple[NetworkRecord, str]] = {}  # name -> (record, its line in the file)
 
     def apply(self, change: Callable[[IpamState], T]) -> T:
         """Run `change` inside a transaction and return what it returns (sync, thread-safe).
@@ -583,10 +584,23 @@ class IpamStore:
         return IpamState(dict(records))
 
     def _save(self, state: IpamState) -> None:
-        data = {"version": 1, "networks": {r.name: r.to_json() for r in state.records()}}
+        """One network per line, each encoded once per record (records are immutable: a `down` of 50
+        saves the same ones again and again) and compactly: json's indenting encoder is pure Python,
+        and was a tenth of the supervisor's time in an `up` of 50."""
+        lines = []
+        encoded: dict[str, tuple[NetworkRecord, str]] = {}
+        for record in state.records():
+            known = self._encoded.get(record.name)
+            line = known[1] if known is not None and known[0] is record else None
+            if line is None:
+                line = f"{json.dumps(record.name)}: {json.dumps(record.to_json(), sort_keys=True)}"
+            encoded[record.name] = (record, line)
+            lines.append(line)
+        self._encoded = encoded
+        text = '{"version": 1, "networks": {\n' + ",\n".join(lines) + "\n}}\n"
         tmp = self.path.with_name(f".ipam.json.{os.getpid()}")
         with open(tmp, "w") as handle:
-            handle.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            handle.write(text)
             handle.flush()
             info = os.fstat(handle.fileno())
         os.replace(tmp, self.path)  # the same inode, now under its name
