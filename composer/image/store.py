@@ -164,6 +164,9 @@ def _tree_size(path: Path) -> int:
 class ImageStore:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
+        # resolve()'s answers while tags.json is the same file: (its inode, mtime, size), ref -> image.
+        # An id names its config's content, so only the tags and the config's presence can change.
+        self._resolved: tuple[tuple[int, int, int], dict[str, Image]] | None = None
 
     # --- locks -------------------------------------------------------------------------------------
 
@@ -432,7 +435,26 @@ class ImageStore:
         return found[0] if found else None
 
     def resolve(self, ref: str) -> Image | None:
-        """A tag (`name[:tag]`), a full id (`sha256:...`) or an id prefix (4+ hex digits)."""
+        """A tag (`name[:tag]`), a full id (`sha256:...`) or an id prefix (4+ hex digits).
+
+        Remembered while tags.json stays the same file and the image's config is there: the
+        supervisor resolves the same image for each of a service's containers (~1 ms each: the
+        tags, the config and its layers' sizes read and parsed)."""
+        signature = _signature(self.layout.tags_file)
+        known = self._resolved
+        if signature is not None and known is not None and known[0] == signature:
+            image = known[1].get(ref)
+            if image is not None and self.layout.image_config(image.id).exists():
+                return image
+        image = self._resolve(ref)
+        if signature is not None and image is not None:
+            known = self._resolved
+            cache = known[1] if known is not None and known[0] == signature else {}
+            cache[ref] = image
+            self._resolved = (signature, cache)
+        return image
+
+    def _resolve(self, ref: str) -> Image | None:
         tags = self._read_tags()
         try:
             key: str | None = normalize_ref(ref)
@@ -579,6 +601,14 @@ class ImageStore:
 
 def _suppress_missing() -> suppress:
     return suppress(FileNotFoundError)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def _parse_config(raw: bytes, where: str) -> dict[str, Any]:

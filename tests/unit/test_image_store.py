@@ -129,6 +129,23 @@ def test_resolve_by_tag_id_and_prefix(store: ImageStore) -> None:
         store.get("nope")
 
 
+def test_resolve_remembers_until_the_tags_or_the_image_change(store: ImageStore) -> None:
+    one = store.commit_rootfs(_staged(store, "a", {"f": "1"}), ImageConfig(), tags=["app:1"])
+    assert store.resolve("app:1") is store.resolve("app:1")  # remembered: the same object
+    two = store.commit_rootfs(_staged(store, "b", {"f": "2"}), ImageConfig(), tags=["app:1"])
+    resolved = store.resolve("app:1")
+    assert resolved is not None and resolved.id == two.id  # the tag moved: tags.json was rewritten
+    dangling = store.get(one.id)
+    assert dangling.tags == () and store.resolve(one.id) is store.resolve(one.id)
+    store.remove(one.id)  # untagged: tags.json stays as it was, the config goes
+    assert store.resolve(one.id) is None
+    other = ImageStore(store.layout)  # another process's store: what this one writes shows there
+    store.tag("app:1", "app:2")
+    assert other.get("app:1").tags == ("app:1", "app:2")
+    store.untag("app:2")
+    assert other.get("app:1").tags == ("app:1",)
+
+
 def test_tag_untag_and_dangling(store: ImageStore) -> None:
     image = store.commit_rootfs(_staged(store, "a", {"f": "1"}), ImageConfig(), tags=["app:1"])
     assert store.tag("app:1", "docker.io/library/app:2").tags == ("app:1", "app:2")
