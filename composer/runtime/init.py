@@ -160,7 +160,11 @@ def _container_process(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -
 
 
 def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
-    # Wait for GO: the parent has attached cgroups (and the network) by now. EOF = abandoned.
+    # Into its cgroup first (while the supervisor attaches the network): the supervisor's main thread
+    # did these writes before, each hierarchy's migration a few hundred microseconds of its time.
+    for procs in plan.cgroups:
+        _stage("cgroup", lambda procs=procs: _join_cgroup(procs))  # type: ignore[misc]
+    # Wait for GO: the parent has attached the network (and an exec's cgroups) by now. EOF = abandoned.
     go = os.read(fds["go"], 1)
     if go != b"G":
         os._exit(EXIT_STAGE_FAILED)
@@ -212,6 +216,15 @@ def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
         os.execvpe(plan.argv[0], list(plan.argv), env)
     except OSError as exc:
         raise StageFailed("exec", exc.errno or 0, plan.argv[0]) from None
+
+
+def _join_cgroup(leaf: str) -> None:
+    """Move this process into the cgroup folder `leaf` ("0": the writer itself)."""
+    fd = os.open(f"{leaf}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
 
 
 def _stdio(fds: Mapping[str, int]) -> None:

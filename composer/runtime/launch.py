@@ -264,7 +264,8 @@ class Runtime:
         console_sock, console_child = (
             socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if plan.tty else (None, None)
         )
-        early_go = cgroup is None and before_go is None
+        joins_itself = bool(plan.cgroups)  # a start's PID 1 moves itself into its cgroup (init.py)
+        early_go = (cgroup is None or joins_itself) and before_go is None
         if early_go:  # nothing to do between fork and exec: the process need not wait for a round trip
             os.write(go_w, b"G")
         err_stream = trio.lowlevel.FdStream(err_r)
@@ -287,7 +288,7 @@ class Runtime:
                     console_child.close()
             process = Process(pid=pid, pidfd=os.pidfd_open(pid))
             try:
-                if cgroup is not None:
+                if cgroup is not None and not joins_itself:
                     cgroup.attach(pid)
                 if before_go is not None:
                     await before_go(pid)
@@ -392,7 +393,7 @@ class Runtime:
         merged = _merge_env(base_env, env)
         plan = replace(
             base, kind="exec", target_pid=container.pid, unshare_flags=0, netns_path="", mounts=(),
-            join_namespaces=(), shm_from="",
+            join_namespaces=(), shm_from="", cgroups=(),
             argv=tuple(argv), env=merged, cwd=cwd or base.cwd,
             uid=resolved.uid, gid=resolved.gid, groups=resolved.groups, tty=tty, tty_size=tty_size,
         )  # fmt: skip
@@ -545,6 +546,7 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
         netns_path=spec.network.path if spec.network.mode == "join" else "",
         join_namespaces=tuple(joins),
         shm_from=shm_from,
+        cgroups=tuple(spec.cgroup.paths) if spec.cgroup is not None else (),
         rootfs=str(folder / "rootfs"),
         lower_dirs=lower_dirs,
         upper_dir=str(upper),

@@ -33,6 +33,9 @@ class LaunchPlan:
     join_namespaces: tuple[tuple[str, int], ...] = ()  # (/proc/PID/ns/KIND, CLONE_NEW*) joined before unshare
     shm_from: str = ""  # a mount namespace (/proc/PID/ns/mnt) whose /dev/shm becomes the container's
     target_pid: int = 0  # exec: the container's PID 1 (its pidfd travels with the request)
+    # start: the cgroup leaves (one per hierarchy) the PID 1 moves itself into, first thing after the
+    # fork (an exec is moved by the supervisor: it has entered the container's mounts by then)
+    cgroups: tuple[str, ...] = ()
     # root filesystem (start)
     rootfs: str = ""
     lower_dirs: tuple[str, ...] = ()

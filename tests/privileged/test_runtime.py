@@ -536,6 +536,38 @@ def test_share_another_containers_netns(runtime: Runtime, spec: ContainerSpec) -
     assert outputs[0] == outputs[1] and outputs[0] != os.readlink("/proc/self/ns/net")
 
 
+def test_the_pid_1_joins_its_cgroup_itself_and_one_it_cannot_join_is_a_clear_stage_error(
+    runtime: Runtime, spec: ContainerSpec, layout: Layout
+) -> None:
+    """A start's PID 1 moves itself into every hierarchy's leaf before it waits for GO (the
+    supervisor no longer writes its pid there); a leaf that is gone fails the `cgroup` stage."""
+    from composer.runtime.cgroups import Cgroup
+
+    group = Cgroup.create(f"test-join-{os.getpid()}", None)
+    try:
+
+        async def inside(container: Container) -> None:
+            for leaf in group.paths:
+                pids = Path(leaf, "cgroup.procs").read_text().split()
+                assert str(container.pid) in pids, (leaf, pids)
+            container.signal(signal.SIGKILL)
+
+        trio.run(run_in, runtime, replace(spec, argv=("sleep", "100"), cgroup=group), inside)
+    finally:
+        group.destroy()
+    group = Cgroup.create(f"test-join-{os.getpid()}", None)
+    gone = Path(group.paths[-1])
+    try:
+        os.rmdir(gone)
+        with pytest.raises(ContainerStartError) as caught:
+            run(runtime, spec, "true", cgroup=group)
+        assert caught.value.stage == "cgroup" and caught.value.errno == 2, caught.value
+        assert not layout.container_dir(spec.id).exists()
+    finally:
+        group.destroy()
+    assert not any(Path(leaf).exists() for leaf in group.paths)
+
+
 def test_with_a_real_cgroup_the_namespace_is_rooted_there_and_limits_hold(
     runtime: Runtime, spec: ContainerSpec
 ) -> None:
