@@ -642,7 +642,7 @@ class Supervisor:
             if adopted is None:
                 kept = ""
                 unit.cgroup_removed = False
-                cgroup = Cgroup.create(record.id, launch.resources)
+                cgroup = Cgroup.prepare(record.id, launch.resources)  # the PID 1 makes its leaves
                 stdio = unit.stdio or Stdio(stdout=writes.get("stdout"), stderr=writes.get("stderr"))
                 spec = dataclasses.replace(launch.spec, stdio=stdio, cgroup=cgroup)
                 joined = self._joined(unit)

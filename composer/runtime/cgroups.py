@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composer.errors import ComposerError
+from composer.runtime.init import LeafSteps, make_cgroup_leaves
 
 if TYPE_CHECKING:
     from composer.runtime.spec import CgroupHook
@@ -421,13 +422,14 @@ class Cgroup:
     Matches composer.runtime.spec's cgroup protocol: `attach(pid)`, `paths`, `destroy()`.
     """
 
-    __slots__ = ("_dirs", "hierarchies", "name", "parent")
+    __slots__ = ("_dirs", "hierarchies", "name", "parent", "pending")
 
     def __init__(self, name: str, parent: str, hierarchies: Hierarchies, dirs: Mapping[str, Path]) -> None:
         self.name = name
         self.parent = parent
         self.hierarchies = hierarchies
         self._dirs = dict(dirs)
+        self.pending: tuple[LeafSteps, ...] = ()  # leaves still to make (see `prepare`)
 
     def __repr__(self) -> str:
         return f"Cgroup({self.parent}/{self.name}, {self.hierarchies.mode.value})"
@@ -445,19 +447,85 @@ class Cgroup:
         hierarchies: Hierarchies | None = None,
     ) -> Cgroup:
         """mkdir `<parent>/<name>` in every hierarchy and write the limits; all or nothing."""
+        group = cls.prepare(name, resources, root=root, parent=parent, hierarchies=hierarchies)
+        made: list[str] = []
+        try:
+            make_cgroup_leaves(group.pending, made)
+        except OSError as exc:
+            for path in reversed(made):
+                _rmdir_quietly(Path(path))
+            what = str(exc.filename)
+            if not what.startswith("/"):  # `file = value`
+                raise CgroupError(f"cgroup {parent}/{name}: {what}: {_errno_name(exc)}") from None
+            if isinstance(exc, FileExistsError):
+                raise CgroupExists(f"cgroup {parent}/{name} already exists ({what})") from None
+            raise CgroupError(f"cgroup {parent}/{name}: mkdir {what}: {_errno_name(exc)}") from None
+        except BaseException:
+            for path in reversed(made):
+                _rmdir_quietly(Path(path))
+            raise
+        group.pending = ()
+        return group
+
+    @classmethod
+    def prepare(
+        cls,
+        name: str,
+        resources: Resources | None = None,
+        *,
+        root: Path = DEFAULT_ROOT,
+        parent: str = DEFAULT_PARENT,
+        hierarchies: Hierarchies | None = None,
+    ) -> Cgroup:
+        """The cgroup `create` would make, with the parents made but not its leaves: `pending` says
+        what is left to do (`make_cgroup_leaves`), for a container's PID 1 to do it itself (runtime/init.py).
+        An error here is a CgroupError (a missing controller, a parent that cannot be made)."""
         _validate_name(name, "name")
         _validate_name(parent, "parent")
         found = hierarchies or _detected(root)
         res = resources or Resources()
-        made: list[Path] = []
-        try:
-            dirs = cls._make_dirs(name, parent, found, res, made)
-            group = cls(name, parent, found, dirs)
-            group._apply(res)
-        except BaseException:
-            for path in reversed(made):
-                _rmdir_quietly(path)
-            raise
+        needed = res.controllers()
+        if found.mode is Mode.UNIFIED:
+            assert found.unified is not None
+            missing = sorted(needed - found.unified.controllers)
+            if missing:
+                raise CgroupError(
+                    f"cgroup {parent}/{name}: the {', '.join(missing)} controller"
+                    f"{'s are' if len(missing) > 1 else ' is'} not available in cgroup v2 at {found.root}"
+                )
+        else:
+            missing = sorted(c for c in needed if found.v1_for(c) is None)
+            if missing:
+                raise CgroupError(f"cgroup {parent}/{name}: no v1 hierarchy for {', '.join(missing)}")
+        dirs: dict[str, Path] = {}
+        writes: dict[str, list[tuple[str, str]]] = {}
+        for hierarchy in found.all():
+            cls._make_parents(hierarchy, parent, needed, enable=found.limits_on_v2())
+            leaf = hierarchy.path / parent / name
+            dirs[hierarchy.key] = leaf
+            writes[hierarchy.key] = []
+            if not hierarchy.v2 and "cpuset" in hierarchy.controllers:
+                # a new v1 cpuset cgroup has empty cpus/mems and refuses tasks: the parent's, first
+                for filename in ("cpuset.cpus", "cpuset.mems"):
+                    try:
+                        value = _read(leaf.parent / filename).strip()
+                    except OSError as exc:
+                        where = f"cgroup {leaf.parent}: read {filename}"
+                        raise CgroupError(f"{where}: {_errno_name(exc)}") from None
+                    writes[hierarchy.key].append((filename, value))
+        if found.limits_on_v2():
+            assert found.unified is not None
+            writes[found.unified.key] += [(filename, value) for _, filename, value in v2_writes(res)]
+        else:
+            for controller, filename, value in v1_writes(res):
+                owner = found.v1_for(controller)
+                assert owner is not None  # checked above
+                swap = filename.startswith("memory.memsw.")
+                if swap and not (dirs[owner.key].parent / filename).exists():
+                    continue  # no swap accounting in this kernel: Docker ignores the swap limit too
+                writes[owner.key].append((filename, value))
+        group = cls(name, parent, found, dirs)
+        group.pending = tuple((str(dirs[key]), tuple(writes[key])) for key in dirs)
         return group
 
     @classmethod
@@ -479,39 +547,6 @@ class Cgroup:
             raise CgroupError(f"cgroup {parent}/{name} does not exist ({missing[0]})")
         return cls(name, parent, found, dirs)
 
-    @classmethod
-    def _make_dirs(
-        cls, name: str, parent: str, found: Hierarchies, res: Resources, made: list[Path]
-    ) -> dict[str, Path]:
-        needed = res.controllers()
-        if found.mode is Mode.UNIFIED:
-            assert found.unified is not None
-            missing = sorted(needed - found.unified.controllers)
-            if missing:
-                raise CgroupError(
-                    f"cgroup {parent}/{name}: the {', '.join(missing)} controller"
-                    f"{'s are' if len(missing) > 1 else ' is'} not available in cgroup v2 at {found.root}"
-                )
-        else:
-            missing = sorted(c for c in needed if found.v1_for(c) is None)
-            if missing:
-                raise CgroupError(f"cgroup {parent}/{name}: no v1 hierarchy for {', '.join(missing)}")
-        dirs: dict[str, Path] = {}
-        for hierarchy in found.all():
-            leaf = hierarchy.path / parent / name
-            cls._make_parents(hierarchy, parent, needed, enable=found.limits_on_v2())
-            try:
-                os.mkdir(leaf, 0o755)
-            except FileExistsError:
-                raise CgroupExists(f"cgroup {parent}/{name} already exists ({leaf})") from None
-            except OSError as exc:
-                raise CgroupError(f"cgroup {parent}/{name}: mkdir {leaf}: {_errno_name(exc)}") from None
-            made.append(leaf)
-            dirs[hierarchy.key] = leaf
-            if not hierarchy.v2 and "cpuset" in hierarchy.controllers:
-                _inherit_cpuset(leaf)
-        return dirs
-
     @staticmethod
     def _make_parents(hierarchy: Hierarchy, parent: str, needed: frozenset[str], *, enable: bool) -> None:
         """Create the parent folders (kept: they are shared); v2 with `enable`: turn the controllers on
@@ -532,21 +567,6 @@ class Cgroup:
                 _inherit_cpuset(current)
         if enable:
             _enable_controllers(current, needed, hierarchy.controllers)
-
-    def _apply(self, res: Resources) -> None:
-        if self.hierarchies.limits_on_v2():
-            assert self.hierarchies.unified is not None
-            leaf = self._dirs[self.hierarchies.unified.key]
-            for _controller, filename, value in v2_writes(res):
-                self._set(leaf / filename, value)
-            return
-        for controller, filename, value in v1_writes(res):
-            hierarchy = self.hierarchies.v1_for(controller)
-            assert hierarchy is not None  # checked in _make_dirs
-            path = self._dirs[hierarchy.key] / filename
-            if filename.startswith("memory.memsw.") and not path.exists():
-                continue  # no swap accounting in this kernel: Docker ignores the swap limit too
-            self._set(path, value)
 
     def _set(self, path: Path, value: str) -> None:
         try:

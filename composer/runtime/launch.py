@@ -241,6 +241,8 @@ class Runtime:
                 (folder / sub).mkdir(parents=True, exist_ok=True)
             plan = build_plan(spec, self.layout, last_cap=self.last_cap)
             process = await self._launch(plan, spec.stdio, spec.cgroup, before_go)
+            if spec.cgroup is not None:
+                spec.cgroup.pending = ()  # made by the PID 1
         except BaseException:
             if spec.cgroup is not None:
                 spec.cgroup.destroy()
@@ -393,7 +395,7 @@ class Runtime:
         merged = _merge_env(base_env, env)
         plan = replace(
             base, kind="exec", target_pid=container.pid, unshare_flags=0, netns_path="", mounts=(),
-            join_namespaces=(), shm_from="", cgroups=(),
+            join_namespaces=(), shm_from="", cgroups=(), cgroup_make=(),
             argv=tuple(argv), env=merged, cwd=cwd or base.cwd,
             uid=resolved.uid, gid=resolved.gid, groups=resolved.groups, tty=tty, tty_size=tty_size,
         )  # fmt: skip
@@ -547,6 +549,7 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
         join_namespaces=tuple(joins),
         shm_from=shm_from,
         cgroups=tuple(spec.cgroup.paths) if spec.cgroup is not None else (),
+        cgroup_make=spec.cgroup.pending if spec.cgroup is not None else (),
         rootfs=str(folder / "rootfs"),
         lower_dirs=lower_dirs,
         upper_dir=str(upper),

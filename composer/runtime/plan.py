@@ -34,8 +34,10 @@ class LaunchPlan:
     shm_from: str = ""  # a mount namespace (/proc/PID/ns/mnt) whose /dev/shm becomes the container's
     target_pid: int = 0  # exec: the container's PID 1 (its pidfd travels with the request)
     # start: the cgroup leaves (one per hierarchy) the PID 1 moves itself into, first thing after the
-    # fork (an exec is moved by the supervisor: it has entered the container's mounts by then)
+    # fork (an exec is moved by the supervisor: it has entered the container's mounts by then), after
+    # making those of `cgroup_make` (each a folder and the (file, value) pairs written into it)
     cgroups: tuple[str, ...] = ()
+    cgroup_make: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     # root filesystem (start)
     rootfs: str = ""
     lower_dirs: tuple[str, ...] = ()

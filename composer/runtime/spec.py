@@ -29,13 +29,16 @@ Propagation = Literal["rprivate", "private", "rshared", "shared", "rslave", "sla
 class CgroupHook(Protocol):
     """What the cgroups layer hands the runtime (composer/runtime/cgroups.py makes one).
 
-    `attach(pid)` is called by the launcher before the container's process is released to exec, and
-    for every `exec` process; `destroy()` is called by the runtime only when a start fails. After a
-    normal exit, the owner calls it.
+    `attach(pid)` is called by the launcher for every `exec` process (a start's PID 1 joins `paths`
+    itself, after making the `pending` leaves); `destroy()` is called by the runtime only when a start
+    fails. After a normal exit, the owner calls it.
     """
 
     @property
     def paths(self) -> tuple[str, ...]: ...
+
+    # the leaves still to make (folder, (file, value) to write), for the PID 1; () once they exist
+    pending: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
     def attach(self, pid: int) -> None: ...
 

@@ -396,6 +396,7 @@ def test_failing_stage_names_stage_and_errno_and_leaves_nothing(
 
     class Hook:
         paths: tuple[str, ...] = ()
+        pending: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
         def attach(self, pid: int) -> None:
             assert Path(f"/proc/{pid}").exists()
@@ -566,6 +567,31 @@ def test_the_pid_1_joins_its_cgroup_itself_and_one_it_cannot_join_is_a_clear_sta
     finally:
         group.destroy()
     assert not any(Path(leaf).exists() for leaf in group.paths)
+
+
+def test_a_prepared_cgroup_is_made_by_the_pid_1_and_a_refused_limit_fails_its_start(
+    runtime: Runtime, spec: ContainerSpec, layout: Layout
+) -> None:
+    """The supervisor only prepares a container's cgroup (Cgroup.prepare): its PID 1 makes the leaves
+    and writes the limits before it joins them. A limit the kernel refuses fails the `cgroup` stage,
+    names the file, and leaves no leaf behind."""
+    from composer.runtime.cgroups import Cgroup, Resources
+
+    group = Cgroup.prepare(f"test-prepared-{os.getpid()}", Resources(pids_limit=8))
+    assert group.pending and not any(Path(leaf).exists() for leaf in group.paths)
+    try:
+        script = "cat /proc/self/cgroup | cut -d: -f3 | sort -u; for i in $(seq 20); do sleep 5 & done; true"
+        _, out = run(runtime, spec, "sh", "-c", script, cgroup=group)
+        assert out.splitlines()[0] == "/" and "can't fork" in out  # rooted there, pids.max=8 holds
+        assert group.pending == ()  # made now
+    finally:
+        group.destroy()
+    refused = Cgroup.prepare(f"test-prepared-{os.getpid()}", Resources(cpuset_cpus="1023"))
+    with pytest.raises(ContainerStartError) as caught:
+        run(runtime, spec, "true", cgroup=refused)
+    assert caught.value.stage == "cgroup" and "cpuset.cpus = 1023" in str(caught.value), caught.value
+    assert not any(Path(leaf).exists() for leaf in refused.paths)
+    assert not layout.container_dir(spec.id).exists()
 
 
 def test_with_a_real_cgroup_the_namespace_is_rooted_there_and_limits_hold(
