@@ -22,6 +22,7 @@ import errno
 import itertools
 import os
 import resource
+import select
 import shutil
 import signal as signals
 import socket
@@ -66,6 +67,7 @@ __all__ = [
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TINI = Path("/usr/bin/tini-static")
 _REPARENT_WAIT = 2.0  # seconds an exited container may stay its exiting intermediate's child
+_REPORT_WAIT = 1.0  # seconds to read the report of a PID 1 that ended before GO
 
 _PROPAGATION = {
     "rprivate": libc.MS_PRIVATE | libc.MS_REC, "private": libc.MS_PRIVATE,
@@ -102,6 +104,13 @@ class ExitStatus:
         if result.si_code == os.CLD_EXITED:
             return cls(result.si_status)
         return cls(128 + result.si_status, result.si_status)
+
+
+def _ended(pidfd: int) -> bool:
+    """Whether the process of `pidfd` has exited (its pidfd is readable), without waiting."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 @dataclass(eq=False, slots=True)
@@ -293,7 +302,21 @@ class Runtime:
                 if cgroup is not None and not joins_itself:
                     cgroup.attach(pid)
                 if before_go is not None:
-                    await before_go(pid)
+                    try:
+                        await before_go(pid)
+                    except Exception:
+                        # a PID 1 that failed a stage of its own meanwhile (its cgroup) took its
+                        # namespaces with it: its report is the cause, not what that broke here
+                        if _ended(process.pidfd):
+                            with trio.move_on_after(_REPORT_WAIT):
+                                failure = b""
+                                while chunk := await err_stream.receive_some(65536):
+                                    failure += chunk
+                                if failure:
+                                    raise ContainerStartError(
+                                        plan.container_id, *decode_failure(failure)
+                                    ) from None
+                        raise
                 # a process that died before GO: the error pipe and the exit status tell the rest
                 if not early_go:
                     with contextlib.suppress(BrokenPipeError):

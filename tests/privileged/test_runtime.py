@@ -593,6 +593,23 @@ def test_a_prepared_cgroup_is_made_by_the_pid_1_and_a_refused_limit_fails_its_st
     assert not any(Path(leaf).exists() for leaf in refused.paths)
     assert not layout.container_dir(spec.id).exists()
 
+    # meanwhile the supervisor attaches the network; what the PID 1's exit breaks there (its netns
+    # is gone) must not hide the PID 1's own report
+    async def network(pid: int) -> None:
+        with trio.fail_after(10):
+            while Path(f"/proc/{pid}/ns/net").exists():
+                await trio.sleep(0.005)
+        os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)  # ENOENT, as the network layer meets it
+
+    async def start() -> None:
+        await runtime.start(replace(spec, argv=("true",), cgroup=refused), before_go=network)
+
+    with pytest.raises(ContainerStartError) as caught:
+        trio.run(start)
+    assert caught.value.stage == "cgroup" and "cpuset.cpus = 1023" in str(caught.value), caught.value
+    assert not any(Path(leaf).exists() for leaf in refused.paths)
+    assert not layout.container_dir(spec.id).exists()
+
 
 def test_with_a_real_cgroup_the_namespace_is_rooted_there_and_limits_hold(
     runtime: Runtime, spec: ContainerSpec
