@@ -14,7 +14,6 @@ processes may empty it at once: each deletes what it finds and ignores what anot
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import shutil
@@ -25,7 +24,8 @@ from composer.storage.layout import Layout
 
 def discard(layout: Layout, path: Path) -> None:
     """Move `path` (a folder on the root's file system) into the trash; nothing if it is gone. Where a
-    rename cannot do it (another file system), it is deleted here and now."""
+    rename cannot do it (another file system, a trash that is not a folder), it is deleted here and
+    now, as far as it can be: like the rmtree it replaces, this never raises."""
     target = layout.trash / f"{path.name}.{secrets.token_hex(4)}"
     for _ in range(2):
         try:
@@ -34,10 +34,9 @@ def discard(layout: Layout, path: Path) -> None:
         except FileNotFoundError:
             if not path.exists():
                 return
-            layout.trash.mkdir(parents=True, exist_ok=True)  # the trash itself was missing
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
+            with contextlib.suppress(OSError):
+                layout.trash.mkdir(parents=True, exist_ok=True)  # the trash itself was missing
+        except OSError:
             break
     shutil.rmtree(path, ignore_errors=True)
 

@@ -73,6 +73,16 @@ def test_a_folder_on_another_file_system_is_deleted_at_once(tmp_path: Path) -> N
             shutil.rmtree(folder)
 
 
+def test_a_trash_that_is_no_folder_still_gets_the_folder_deleted(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "root")
+    layout.root.mkdir()
+    layout.trash.write_text("not a folder")  # rename into it: ENOTDIR
+    folder = _container_folder(layout.container_dir("c3"))
+    trash.discard(layout, folder)
+    assert not folder.exists()
+    assert layout.trash.read_text() == "not a folder"
+
+
 def test_several_emptiers_at_once_leave_it_empty(tmp_path: Path) -> None:
     layout = Layout(tmp_path / "root").ensure()
     for n in range(30):
