@@ -534,11 +534,7 @@ def run() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if "__supervise" in (sys.argv[1:] if argv is None else argv):
-        from composer.app.lifecycle import supervise_command
-
-        return supervise_command(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser()  # (a supervisor, `python -m composer ... __supervise`, never gets here)
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
