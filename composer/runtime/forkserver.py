@@ -2,15 +2,20 @@
 
 `ForkServer.start()` makes the calling process a child subreaper and forks a helper that stays
 single-threaded. For each request (a pickled `LaunchPlan` plus descriptors passed with SCM_RIGHTS), the
-helper forks an intermediate, which makes the namespaces and forks the container's process, reports
-its pid and exits. The container's process is then re-parented to the caller (the subreaper), which
-watches it through a pidfd.
+helper makes the container's process:
+- a start into new namespaces (the usual case): the helper clones the PID 1 itself, straight into
+  them and as a child of the caller (`libc.clone_sibling`: CLONE_NEW* | CLONE_PARENT), and answers
+  with its pid at once;
+- a start that enters another container's namespaces, and an exec: the helper forks an intermediate,
+  which enters them (setns would change the helper), makes the others, forks the container's
+  process, reports its pid and exits. The container's process is then re-parented to the caller (the
+  subreaper), which watches it through a pidfd.
 
 Several requests may be in flight: the helper forks each request's intermediate at once and goes back
-to its socket, and answers each as its intermediate reports (so the intermediates of a `up` of many
-containers run side by side, on every core, while the caller prepares the next). A success is answered
-as soon as the pid is reported, so for a moment the container may still be the exiting intermediate's
-child (`Process._reap` waits that moment out).
+to its socket, and answers each as its intermediate reports (so the intermediates of many containers
+run side by side, on every core, while the caller prepares the next). An intermediate's success is
+answered as soon as the pid is reported, so for a moment the container may still be the exiting
+intermediate's child (`Process._reap` waits that moment out).
 
 Wire format (SOCK_SEQPACKET, one message each way; ID a u64 the caller chooses, echoed back):
   request: ID + pickle((plan, roles)) + SCM_RIGHTS fds, roles[i] naming fds[i] ("stdin", "go", ...)
@@ -30,7 +35,13 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from composer.runtime import libc
-from composer.runtime.init import decode_failure, run_intermediate
+from composer.runtime.init import (
+    decode_failure,
+    encode_failure,
+    run_container_process,
+    run_intermediate,
+    starts_directly,
+)
 from composer.runtime.plan import LaunchPlan
 
 __all__ = ["ForkServer", "LaunchFailed", "decode_reply", "encode_request", "split_id"]
@@ -152,8 +163,8 @@ def _serve(sock: socket.socket) -> NoReturn:
 
 
 def _receive(sock: socket.socket) -> _Flight | None:
-    """Take one request and fork its intermediate; None if it was answered at once (a bad request).
-    EOF on the socket (the caller is gone) ends the helper."""
+    """Take one request and start it; None if it was answered at once (a direct start, a bad request),
+    else its intermediate's flight. EOF on the socket (the caller is gone) ends the helper."""
     while True:
         try:
             message, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS)
@@ -164,7 +175,7 @@ def _receive(sock: socket.socket) -> _Flight | None:
         os._exit(0)
     request_id, body = split_id(message)
     try:
-        return _start(request_id or 0, body, fds)
+        return _start(sock, request_id or 0, body, fds)
     except Exception as exc:  # a bad request must not end the server
         sock.send(_ID.pack(request_id or 0) + b"err\0forkserver\x000\0" + repr(exc).encode(errors="replace"))
         return None
@@ -173,11 +184,21 @@ def _receive(sock: socket.socket) -> _Flight | None:
             os.close(fd)
 
 
-def _start(request_id: int, body: bytes, fds: list[int]) -> _Flight:
+def _start(sock: socket.socket, request_id: int, body: bytes, fds: list[int]) -> _Flight | None:
     plan, roles = pickle.loads(body)
     if not isinstance(plan, LaunchPlan) or len(roles) != len(fds):
         raise ValueError("malformed request")
     by_role = dict(zip(roles, fds, strict=True))
+    if starts_directly(plan):
+        try:
+            pid = libc.clone_sibling(plan.unshare_flags)
+        except libc.SyscallError as exc:  # the stage an intermediate's unshare(2) would have failed
+            sock.send(_ID.pack(request_id) + b"err\0" + encode_failure("unshare", exc.errno or 0, ""))
+            return None
+        if pid == 0:
+            run_container_process(plan, by_role)
+        sock.send(_ID.pack(request_id) + f"ok {pid}".encode())
+        return None
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

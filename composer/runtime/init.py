@@ -24,7 +24,7 @@ LeafSteps = tuple[str, tuple[tuple[str, str], ...]]
 
 __all__ = [
     "EXIT_STAGE_FAILED", "INIT_PATH", "LeafSteps", "decode_failure", "encode_failure", "make_cgroup_leaves",
-    "run_intermediate",
+    "run_container_process", "run_intermediate", "starts_directly",
 ]  # fmt: skip
 
 EXIT_STAGE_FAILED = 127
@@ -69,8 +69,21 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data) :]
 
 
+def starts_directly(plan: LaunchPlan) -> bool:
+    """Whether the fork-server can clone the container's PID 1 itself, straight into new namespaces
+    (`libc.clone_sibling`). Entering existing namespaces (an exec, `network_mode: service:`, `pid:` or
+    `ipc:` of another container) needs an intermediate: setns(2) would change the fork-server."""
+    return plan.kind == "start" and not (plan.netns_path or plan.join_namespaces or plan.shm_from)
+
+
+def run_container_process(plan: LaunchPlan, fds: Mapping[str, int]) -> NoReturn:
+    """In a PID 1 the fork-server cloned into its namespaces (`starts_directly`): the stages, then exec."""
+    _container_process(plan, fds, -1)
+
+
 def run_intermediate(plan: LaunchPlan, fds: Mapping[str, int], report_fd: int) -> NoReturn:
-    """In the fork-server's child: make (or enter) the namespaces, fork the container's process, report."""
+    """In the fork-server's child: enter the namespaces (and make the others), fork the container's
+    process, report its pid."""
     code = 0
     try:
         try:
@@ -91,8 +104,6 @@ def run_intermediate(plan: LaunchPlan, fds: Mapping[str, int], report_fd: int) -
                     _stage("ipc shm", lambda: trees.append(_clone_shm(plan.shm_from)))
                     fds = {**fds, "shm": trees[0]}
                 _stage("unshare", lambda: libc.unshare(plan.unshare_flags))
-                if plan.unshare_flags & libc.CLONE_NEWNET:
-                    _stage("loopback", _loopback_up)
             pid = os.fork()
             if pid == 0:
                 os.close(report_fd)
@@ -172,6 +183,8 @@ def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
         _stage("cgroup", lambda: make_cgroup_leaves(plan.cgroup_make, []))
     for procs in plan.cgroups:
         _stage("cgroup", lambda procs=procs: _join_cgroup(procs))  # type: ignore[misc]
+    if plan.kind == "start" and plan.unshare_flags & libc.CLONE_NEWNET:
+        _stage("loopback", _loopback_up)
     # Wait for GO: the parent has attached the network (and an exec's cgroups) by now. EOF = abandoned.
     go = os.read(fds["go"], 1)
     if go != b"G":

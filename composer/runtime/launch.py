@@ -115,7 +115,8 @@ def _ended(pidfd: int) -> bool:
 
 @dataclass(eq=False, slots=True)
 class Process:
-    """A process the supervisor is the parent of (by subreaping), watched through a pidfd."""
+    """A process the supervisor is the parent of (cloned as its child, or by subreaping), watched
+    through a pidfd."""
 
     pid: int
     pidfd: int
@@ -150,9 +151,9 @@ class Process:
         return self._status
 
     def _reap(self) -> ExitStatus:
-        """The status of the process, which has ended (its pidfd is readable). A process that died at
-        once may still be the child of its intermediate, which is exiting (the fork-server answers
-        before it has): it becomes ours a moment later."""
+        """The status of the process, which has ended (its pidfd is readable). A process started through
+        an intermediate that died at once may still be the intermediate's child, which is exiting
+        (the fork-server answers before it has): it becomes ours a moment later."""
         deadline = time.monotonic() + _REPARENT_WAIT
         while True:
             try:

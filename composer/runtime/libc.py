@@ -34,6 +34,7 @@ __all__ = [
     "SyscallError",
     "capget",
     "capset",
+    "clone_sibling",
     "close_range_cloexec",
     "errno_name",
     "fs_messages",
@@ -106,6 +107,8 @@ _SYS_FSOPEN = 430
 _SYS_FSCONFIG = 431
 _SYS_FSMOUNT = 432
 _SYS_OPEN_TREE = 428
+_SYS_CLONE3 = 435
+CLONE_PARENT = 0x00008000
 
 
 class SyscallError(OSError):
@@ -273,6 +276,27 @@ def move_mount(mount_fd: int, target: str) -> None:
         ),
         target,
     )  # fmt: skip
+
+
+class _CloneArgs(ctypes.Structure):
+    """struct clone_args as of Linux 5.3 (CLONE_ARGS_SIZE_VER0): stack 0 = the caller's, as fork."""
+
+    _fields_ = tuple(
+        (name, ctypes.c_uint64)
+        for name in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls")
+    )
+
+
+def clone_sibling(namespaces: int) -> int:
+    """fork(2) into new namespaces (CLONE_NEW* flags) with the caller's parent as the child's parent
+    (CLONE_PARENT): the pid, or 0 in the child. A raw clone3(2): the C library's and Python's fork
+    handlers do not run, so only a single-threaded caller may use it (the fork-server)."""
+    # exit_signal stays 0: with CLONE_PARENT the child gets the caller's own (SIGCHLD for a fork)
+    args = _CloneArgs(flags=namespaces | CLONE_PARENT)
+    return _check(
+        "clone3",
+        _libc.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))),
+    )
 
 
 class _CapHeader(ctypes.Structure):

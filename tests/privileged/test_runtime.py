@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import trio
 
+from composer.runtime import libc
 from composer.runtime.caps import DEFAULT_CAPS, cap_mask, cap_names, resolve_caps
+from composer.runtime.forkserver import ForkServer
 from composer.runtime.launch import Container, ContainerStartError, ExitStatus, Runtime
 from composer.runtime.spec import BindMount, ContainerSpec, Network, Rlimit, Stdio, TmpfsMount
 from composer.storage.layout import Layout
@@ -92,6 +94,58 @@ def test_own_pid_namespace_sees_itself_as_pid_1(runtime: Runtime, spec: Containe
     assert first == "1"
     numbers = [int(p) for p in pids.split()]
     assert numbers[0] == 1 and max(numbers) <= 5  # sh and its 4-command pipeline, nothing else
+
+
+def test_clone_sibling_makes_a_pid_1_in_new_namespaces_as_a_child_of_the_callers_parent() -> None:
+    """The fork-server's direct start: a helper clones; the child is PID 1 of its own pid namespace, in
+    its own netns, and is this process's child (CLONE_PARENT), so this process reaps its status."""
+    read_end, write_end = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.close(read_end)
+            pid = libc.clone_sibling(libc.CLONE_NEWPID | libc.CLONE_NEWNET)
+            if pid == 0:
+                own = os.readlink("/proc/self/ns/net")
+                os.write(write_end, f"{os.getpid()} {own}\n".encode())
+                os._exit(7)
+            os.write(write_end, f"{pid}\n".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        lines = pipe.read().splitlines()
+    assert os.waitpid(helper, 0)[1] == 0
+    cloned = int(next(line for line in lines if " " not in line))
+    inside_pid, inside_net = next(line for line in lines if " " in line).split()
+    assert inside_pid == "1" and inside_net != os.readlink("/proc/self/ns/net")
+    assert os.waitpid(cloned, 0) == (cloned, 7 << 8)  # our child, not the helper's
+
+
+def test_a_new_network_namespace_has_its_loopback_up(runtime: Runtime, spec: ContainerSpec) -> None:
+    flags = int(sh(runtime, spec, "cat /sys/class/net/lo/flags"), 16)
+    assert flags & 0x1 and flags & 0x8  # IFF_UP, IFF_LOOPBACK
+    assert sh(runtime, spec, "ls /sys/class/net").split() == ["lo"]
+
+
+def test_a_clone_the_kernel_refuses_fails_the_start_with_nothing_left(
+    spec: ContainerSpec, layout: Layout, tmp_path: Path
+) -> None:
+    """A fork-server in a pids cgroup that is full: its clone fails, and the start says so."""
+    leaf = Path("/sys/fs/cgroup/pids") / f"composer-test-{os.getpid()}"
+    leaf.mkdir()
+    server = ForkServer.start()
+    try:
+        (leaf / "pids.max").write_text("1")
+        (leaf / "cgroup.procs").write_text(str(server.pid))
+        with pytest.raises(ContainerStartError, match=r"^container c1: unshare: EAGAIN"):
+            run(Runtime(layout, server), spec)
+        assert not layout.container_dir(spec.id).exists()
+        (leaf / "pids.max").write_text("max")
+        assert sh(Runtime(layout, server), spec, "echo again") == "again\n"
+    finally:
+        server.close()
+        leaf.rmdir()
 
 
 def test_own_mounts_only(runtime: Runtime, spec: ContainerSpec) -> None:
