@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from composer import __version__
+from composer import __version__, dataclass_cache
 from composer.errors import ComposerError, UsageError
 from composer.options import (
     BuildOptions,
@@ -527,6 +527,7 @@ def run() -> NoReturn:
     finalizing every module and object after an `up -d`). Output is flushed first; no thread of
     composer's outlives main (trio's workers are daemons) and none registers exit handlers."""
     code = main()
+    dataclass_cache.save()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()

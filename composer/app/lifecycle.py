@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from composer import dataclass_cache
 from composer.errors import ComposerError, UsageError
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ def supervise(root: str, project: str | None) -> int:
             forkserver = ForkServer.start()  # before trio: the fork-server must not inherit its threads
         try:
             _import_engine()
+            dataclass_cache.save()
             import trio
 
             from composer.engine import control, protocol

@@ -198,5 +198,5 @@ def test_the_fork_server_loads_with_the_stdlib_only() -> None:
     assert {m for m in loaded if m.startswith("composer.")} <= {
         "composer.runtime", "composer.runtime.libc", "composer.runtime.plan", "composer.runtime.mounts",
         "composer.runtime.rootfs", "composer.runtime.init", "composer.runtime.forkserver",
-        "composer.runtime.console",
+        "composer.runtime.console", "composer.dataclass_cache",
     }  # fmt: skip
