@@ -435,7 +435,7 @@ class Supervisor:
                 )  # fmt: skip
         written = secret_files.materialize(folder, items, environ)
 
-        hostname = service.hostname or cid[:12]
+        hostname = service.hostname or (os.uname().nodename if service.uts == "host" else cid[:12])
         mode = service.network_mode or ""
         networks: list[tuple[NetworkConfig, ServiceNetwork]] = []
         if mode == "host":

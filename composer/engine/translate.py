@@ -18,8 +18,9 @@ Docker's rules kept here (moby daemon/oci_linux.go, docker/compose pkg/compose/c
   nodev unless `exec`), `shm_size` as the size of /dev/shm, secrets at /run/secrets/<name> (or a
   relative `target` under it) and configs at /<name>, read-only single files; `volumes_from`;
 - pid, ipc: `host`, `service:X` / `container:X` (joined: the supervisor finds X's process at each
-  start), else the container's own (`shareable` too); `shm_size` only sizes an own IPC namespace's
-  /dev/shm;
+  start), else the container's own (`shareable` too; ipc `none`: its own without /dev/shm);
+  `shm_size` only sizes an own IPC namespace's /dev/shm; uts: `host` (the host's hostname, which
+  `hostname`/`domainname` would change: refused with it), else the container's own;
 - stop signal: the service's, else the image's STOPSIGNAL, else SIGTERM; grace: `stop_grace_period`,
   else 10 s;
 - resources: `mem_limit`, `memswap_limit`, `mem_reservation`, `cpus`, `cpu_quota`, `cpu_period`,
@@ -426,15 +427,19 @@ def _refuse(service: Service) -> list[str]:
     if service.gpus is not None:
         raise no("gpus", "not supported")
     for field, value, modes in (("pid", service.pid, ("private", "host")),
-                                ("ipc", service.ipc, ("private", "shareable", "host"))):  # fmt: skip
+                                ("ipc", service.ipc, ("private", "shareable", "host", "none"))):  # fmt: skip
         if value is None or value in ("", *modes):
             continue
         kind, colon, target = value.partition(":")
         if not colon or kind not in ("service", "container") or not target:
             expected = ", ".join(modes)
             raise no(field, f"{value!r}: expected {expected}, service:NAME or container:NAME")
-    if service.uts not in (None, "", "private"):
-        raise no("uts", f"{service.uts!r}: containers always get their own UTS namespace")
+    if service.uts not in (None, "", "private", "host"):
+        raise no("uts", f"{service.uts!r}: expected host (or nothing: the container's own UTS namespace)")
+    if service.uts == "host":
+        for field, value in (("hostname", service.hostname), ("domainname", service.domainname)):
+            if value:
+                raise no(field, "conflicts with uts: host (the container has the host's names)")
     if service.userns_mode not in (None, "", "host"):
         raise no("userns_mode", f"{service.userns_mode!r}: user namespaces are not supported")
     if service.cgroup not in (None, "", "private"):
@@ -473,10 +478,13 @@ def _refuse(service: Service) -> list[str]:
 
 
 def namespace(value: str | None) -> Namespace:
-    """`pid:` / `ipc:` as the runtime's Namespace: `host`, a `join` (`service:X` / `container:X`, whose
-    process the supervisor finds at each start), else the container's own."""
+    """`pid:` / `ipc:` / `uts:` as the runtime's Namespace: `host`, `none` (ipc), a `join`
+    (`service:X` / `container:X`, whose process the supervisor finds at each start), else the
+    container's own."""
     if value == "host":
         return Namespace(mode="host")
+    if value == "none":
+        return Namespace(mode="none")
     if value is not None and value.startswith(("service:", "container:")):
         return Namespace(mode="join")
     return Namespace()
@@ -594,6 +602,7 @@ def container_spec(
         network=network or Network(),
         pid_ns=namespace(service.pid),
         ipc_ns=namespace(service.ipc),
+        uts_ns=namespace(service.uts),
         init=bool(service.init),
         tty=service.tty,
     )

@@ -199,7 +199,7 @@ def _stages(plan: LaunchPlan, fds: Mapping[str, int], root_fd: int) -> NoReturn:
         _stage("rprivate", rootfs.make_private)
         _stage("rootfs", lambda: rootfs.mount_overlay(root, plan.lower_dirs, plan.upper_dir, plan.work_dir))
         _stage("proc", lambda: mounts.mount_proc(root))
-        _stage("dev", lambda: mounts.mount_dev(root))
+        _stage("dev", lambda: mounts.mount_dev(root, shm=plan.dev_shm))
         if "shm" in fds:  # ipc shared with another container: its /dev/shm over ours
             _stage("ipc shm", lambda: libc.move_mount(fds["shm"], mounts.secure_join(root, "/dev/shm")))
         _stage("sys", lambda: mounts.mount_sys(root, read_only=plan.sys_read_only))

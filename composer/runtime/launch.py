@@ -506,7 +506,14 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
             "kernel's overlayfs lacks lowerdir+ (Linux 6.8) to add them one by one"
         )
     user = _resolve(spec.user, spec.group_add, [upper, *spec.lower_dirs])
-    hostname = spec.hostname or spec.id[:12]
+    # a spec from a launch file written before `pid_ns`/`ipc_ns`/`uts_ns` existed lacks them: its own
+    pid_ns: Namespace = getattr(spec, "pid_ns", None) or Namespace()
+    ipc_ns: Namespace = getattr(spec, "ipc_ns", None) or Namespace()
+    uts_ns: Namespace = getattr(spec, "uts_ns", None) or Namespace()
+    uts_host = uts_ns.mode == "host"
+    if uts_host and spec.domainname:
+        raise ContainerSpecError(f"container {spec.id}: a domainname needs the container's own UTS namespace")
+    hostname = spec.hostname or (os.uname().nodename if uts_host else spec.id[:12])
     env = list(spec.env)
     keys = {item.partition("=")[0] for item in env}
     if "PATH" not in keys:
@@ -539,19 +546,16 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
             flags = libc.MS_NOSUID | libc.MS_NODEV | (libc.MS_NOEXEC if mount.noexec else 0)
             steps.append(MountStep(kind="tmpfs", target=mount.target, read_only=mount.read_only, flags=flags,
                                    data=",".join(options)))  # fmt: skip
-    # a spec from a launch file written before `pid_ns`/`ipc_ns` existed has neither: its own namespaces
-    pid_ns: Namespace = getattr(spec, "pid_ns", None) or Namespace()
-    ipc_ns: Namespace = getattr(spec, "ipc_ns", None) or Namespace()
     for key, _ in spec.sysctls:
         _check_sysctl(key, spec.network.mode, ipc_ns.mode)
     if spec.network.mode == "join" and not spec.network.path:
         raise ContainerSpecError(f"container {spec.id}: network mode join needs a netns path")
-    flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS
+    flags = libc.CLONE_NEWNS | (0 if uts_host else libc.CLONE_NEWUTS)
     joins: list[tuple[str, int]] = []
     shm_from = ""
     for what, namespace, clone in (("pid", pid_ns, libc.CLONE_NEWPID),
                                    ("ipc", ipc_ns, libc.CLONE_NEWIPC)):  # fmt: skip
-        if namespace.mode == "new":
+        if namespace.mode in ("new", "none"):
             flags |= clone
         elif namespace.mode == "join":
             if namespace.pid <= 0:
@@ -583,7 +587,8 @@ def build_plan(spec: ContainerSpec, layout: ContainerDirs, *, last_cap: int) -> 
         masked_paths=() if spec.privileged else DEFAULT_MASKED_PATHS,
         readonly_paths=() if spec.privileged else DEFAULT_READONLY_PATHS,
         sys_read_only=not spec.privileged,
-        hostname=hostname,
+        dev_shm=ipc_ns.mode != "none",
+        hostname="" if uts_host else hostname,  # the host's is never set from a container
         domainname=spec.domainname,
         sysctls=tuple(spec.sysctls),
         rlimits=tuple((_rlimit_number(r.name), r.soft, r.hard) for r in spec.rlimits),

@@ -103,8 +103,9 @@ _DEVICES = (  # name, major, minor; console is a null device unless a tty is giv
 )  # fmt: skip
 
 
-def mount_dev(root: str) -> None:
-    """A tmpfs /dev with the usual nodes, its own devpts, shm and mqueue (the process umask is 0 here)."""
+def mount_dev(root: str, *, shm: bool = True) -> None:
+    """A tmpfs /dev with the usual nodes, its own devpts, shm (unless not `shm`) and mqueue (the process
+    umask is 0 here)."""
     dev = secure_join(root, "/dev")
     _ensure_dir(dev)
     libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_STRICTATIME, "mode=755,size=65536k")
@@ -114,9 +115,10 @@ def mount_dev(root: str) -> None:
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
                "newinstance,ptmxmode=0666,mode=0620,gid=5")  # fmt: skip
     os.symlink("pts/ptmx", f"{dev}/ptmx")
-    os.mkdir(f"{dev}/shm", 0o1777)
-    libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-               "mode=1777,size=67108864")  # fmt: skip
+    if shm:
+        os.mkdir(f"{dev}/shm", 0o1777)
+        libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+                   "mode=1777,size=67108864")  # fmt: skip
     os.mkdir(f"{dev}/mqueue", 0o755)
     libc.mount("mqueue", f"{dev}/mqueue", "mqueue", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),

@@ -48,6 +48,7 @@ class LaunchPlan:
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     sys_read_only: bool = True
+    dev_shm: bool = True  # a tmpfs on /dev/shm (not with `ipc: none`)
     # process
     hostname: str = ""
     domainname: str = ""

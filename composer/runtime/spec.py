@@ -87,11 +87,12 @@ class Network:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Namespace:
-    """A PID or IPC namespace (`pid:` / `ipc:`): `new` = the container's own, `host` = the supervisor's,
-    `join` = the one of the running process `pid` (another container's PID 1). Joining an IPC
-    namespace also shares that container's /dev/shm, and `host` the host's, as Docker does."""
+    """A PID, IPC or UTS namespace (`pid:` / `ipc:` / `uts:`): `new` = the container's own, `host` = the
+    supervisor's, `join` = the one of the running process `pid` (another container's PID 1; not UTS),
+    `none` = IPC only: its own, with no /dev/shm. Joining an IPC namespace also shares that
+    container's /dev/shm, and `host` the host's, as Docker does."""
 
-    mode: Literal["new", "host", "join"] = "new"
+    mode: Literal["new", "host", "join", "none"] = "new"
     pid: int = 0
 
 
@@ -145,3 +146,4 @@ class ContainerSpec:
     # last: a launch file pickled before these existed still loads (its fields are positional)
     pid_ns: Namespace = field(default_factory=Namespace)
     ipc_ns: Namespace = field(default_factory=Namespace)
+    uts_ns: Namespace = field(default_factory=Namespace)  # `host`: the host's hostname, not set

@@ -133,6 +133,49 @@ def test_pid_and_ipc_host(compose: Compose) -> None:
         marker.unlink(missing_ok=True)
 
 
+def test_ipc_none_and_uts_host(compose: Compose) -> None:
+    """`ipc: none`: an IPC namespace of its own and no /dev/shm; `uts: host`: the host's UTS namespace,
+    its hostname in `hostname`, $HOSTNAME and /etc/hostname, which the container cannot change."""
+    compose.write("""
+        services:
+          bare:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            ipc: none
+            shm_size: 1m
+          named:
+            image: IMAGE
+            command: ["sleep", "1001"]
+            uts: host
+    """)
+    compose.ok("up", "-d")
+    bare, named = compose.running_pid("bare"), compose.running_pid("named")
+    assert ns(bare, "ipc") != ns(os.getpid(), "ipc")
+    assert compose.exec("bare", "sh", "-c", "[ -e /dev/shm ] && echo there || echo absent") == "absent\n"
+    assert "/dev/mqueue" in compose.exec("bare", "cut", "-d ", "-f5", "/proc/self/mountinfo").split()
+    assert ns(named, "uts") == ns(os.getpid(), "uts") and ns(bare, "uts") != ns(os.getpid(), "uts")
+    host = os.uname().nodename
+    script = "hostname; echo $HOSTNAME; cat /etc/hostname; hostname other 2>&1 || echo refused"
+    out = compose.exec("named", "sh", "-c", script).splitlines()
+    assert out[:3] == [host, host, host] and out[-1] == "refused", out
+    assert os.uname().nodename == host
+
+
+def test_uts_host_with_a_hostname_names_the_conflict(compose: Compose) -> None:
+    compose.write("""
+        services:
+          named:
+            image: IMAGE
+            command: ["sleep", "1000"]
+            uts: host
+            hostname: web
+    """)
+    failed = compose.run("up", "-d")
+    assert failed.code != 0, str(failed)
+    assert "service named: hostname: conflicts with uts: host" in failed.err, str(failed)
+    assert "Traceback" not in failed.err
+
+
 def test_ipc_of_a_private_container_cannot_be_joined(compose: Compose) -> None:
     compose.write("""
         services:

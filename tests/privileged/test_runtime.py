@@ -122,12 +122,6 @@ def test_clone_sibling_makes_a_pid_1_in_new_namespaces_as_a_child_of_the_callers
     assert os.waitpid(cloned, 0) == (cloned, 7 << 8)  # our child, not the helper's
 
 
-def test_a_new_network_namespace_has_its_loopback_up(runtime: Runtime, spec: ContainerSpec) -> None:
-    flags = int(sh(runtime, spec, "cat /sys/class/net/lo/flags"), 16)
-    assert flags & 0x1 and flags & 0x8  # IFF_UP, IFF_LOOPBACK
-    assert sh(runtime, spec, "ls /sys/class/net").split() == ["lo"]
-
-
 def test_a_clone_the_kernel_refuses_fails_the_start_with_nothing_left(
     spec: ContainerSpec, layout: Layout, tmp_path: Path
 ) -> None:

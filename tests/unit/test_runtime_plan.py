@@ -78,6 +78,21 @@ def test_plan_pid_and_ipc_namespaces(image: Path, tmp_path: Path) -> None:
     assert joined.shm_from == "/proc/42/ns/mnt"  # that container's /dev/shm
     with pytest.raises(ContainerSpecError, match="joining a pid namespace needs a pid"):
         build_plan(spec_for(image, pid_ns=Namespace(mode="join")), layout, last_cap=40)
+    none = build_plan(spec_for(image, ipc_ns=Namespace(mode="none")), layout, last_cap=40)
+    assert none.unshare_flags & libc.CLONE_NEWIPC and not none.dev_shm and not none.shm_from
+    assert build_plan(spec_for(image), layout, last_cap=40).dev_shm
+
+
+def test_plan_uts_namespace(image: Path, tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "root")
+    own = build_plan(spec_for(image), layout, last_cap=40)
+    assert own.unshare_flags & libc.CLONE_NEWUTS and own.hostname
+    host = build_plan(spec_for(image, uts_ns=Namespace(mode="host")), layout, last_cap=40)
+    assert not host.unshare_flags & libc.CLONE_NEWUTS
+    assert host.hostname == "" and host.domainname == ""  # never set: it would be the host's
+    assert f"HOSTNAME={os.uname().nodename}" in host.env
+    with pytest.raises(ContainerSpecError, match="a domainname needs the container's own UTS namespace"):
+        build_plan(spec_for(image, uts_ns=Namespace(mode="host"), domainname="x.org"), layout, last_cap=40)
 
 
 def test_plan_mounts_parents_first_and_etc_files(image: Path, tmp_path: Path) -> None:

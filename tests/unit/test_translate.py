@@ -411,9 +411,14 @@ def test_two_mounts_on_one_target_are_refused() -> None:
             "pid: shareable",
             "service s: pid: 'shareable': expected private, host, service:NAME or container:NAME",
         ),
-        ("ipc: 'none'", "service s: ipc: 'none': expected private, shareable, host, service:NAME"),
+        (
+            "ipc: 'nothing'",
+            "service s: ipc: 'nothing': expected private, shareable, host, none, service:NAME",
+        ),
         ("ipc: 'container:'", "service s: ipc: 'container:': expected"),
-        ("uts: host", "service s: uts: 'host'"),
+        ("uts: 'container:x'", "service s: uts: 'container:x': expected host"),
+        ("uts: host, hostname: web", "service s: hostname: conflicts with uts: host"),
+        ("uts: host, domainname: example.org", "service s: domainname: conflicts with uts: host"),
         ("userns_mode: 'keep-id'", "service s: userns_mode"),
         ("runtime: nvidia", "service s: runtime: 'nvidia'"),
         ("security_opt: ['seccomp:/my/profile.json']", "service s: security_opt: 'seccomp:/my/profile.json'"),
@@ -440,6 +445,13 @@ def test_pid_and_ipc_namespaces() -> None:
     ).spec
     # the process to join is found by the supervisor at each start
     assert (joined.pid_ns, joined.ipc_ns) == (Namespace(mode="join"), Namespace(mode="join"))
+    none = translate("s: {image: x, ipc: none, shm_size: 1m}").spec
+    assert none.ipc_ns == Namespace(mode="none") and not any(m.target == "/dev/shm" for m in none.mounts)
+
+
+def test_uts_namespace() -> None:
+    assert translate("s: {image: x}").spec.uts_ns == Namespace()
+    assert translate("s: {image: x, uts: host}").spec.uts_ns == Namespace(mode="host")
 
 
 def test_attributes_accepted_but_not_applied_are_warned_about() -> None:
