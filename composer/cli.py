@@ -308,8 +308,8 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> No
 
     cp = command("cp", "copy files between a running container and the host")
     cp.add_argument("--index", type=int, default=1, help="which container of the service (default 1)")
-    cp.add_argument("source", metavar="SRC", help="SERVICE:PATH or a host path")
-    cp.add_argument("dest", metavar="DEST", help="SERVICE:PATH or a host path")
+    cp.add_argument("source", metavar="SRC", help="SERVICE:PATH, a host path, or - (a tar stream on stdin)")
+    cp.add_argument("dest", metavar="DEST", help="SERVICE:PATH, a host path, or - (a tar stream on stdout)")
 
     ls = command("ls", "list projects")
     ls.add_argument("-a", "--all", action="store_true", help="also stopped projects")

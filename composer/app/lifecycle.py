@@ -1606,10 +1606,9 @@ def run(options: GlobalOptions, args: RunArgs, *, cwd: str, environ: Mapping[str
 def cp(
     options: GlobalOptions, *, source: str, dest: str, index: int, cwd: str, environ: Mapping[str, str]
 ) -> int:
-    """`composer cp SERVICE:SRC DEST` or `cp SRC SERVICE:DEST`: copy through a running container's root
-    (/proc/PID/root, so mounts inside the container count), its symbolic links resolved inside it;
-    `-` (a tar stream) is not supported."""
-    import shutil
+    """`composer cp SERVICE:SRC DEST|-` or `cp SRC|- SERVICE:DEST`: copy to or from a running container
+    (composer/app/copy.py: the container's side runs chrooted into its root)."""
+    from composer.app import copy
 
     into = ":" in dest and not dest.startswith(("/", "."))
     outof = ":" in source and not source.startswith(("/", "."))
@@ -1620,47 +1619,10 @@ def cp(
     found = [r for r in _service_records(_layout(options, environ), project, (service,)) if r.number == index]
     if not found or found[0].observed_state() not in ("running", "paused") or found[0].pid is None:
         raise ComposerError(f"service {service!r} has no running container number {index}")
-    root = Path(f"/proc/{found[0].pid}/root")
-    inside = resolve_in_root(root, path)
-    host = Path(cwd) / (source if into else dest)
-    src, dst = (host, inside) if into else (inside, host)
-    if not src.exists():
-        raise ComposerError(f"cp: {source} does not exist")
-    if dst.is_dir():
-        dst = dst / src.name
-    if src.is_dir():
-        shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+    host = source if into else dest
+    host = host if host == "-" else os.path.join(cwd, host) + ("/" if host.endswith("/") else "")
+    if into:
+        copy.copy_in(found[0].pid, host, path)
     else:
-        shutil.copy2(src, dst, follow_symlinks=False)
+        copy.copy_out(found[0].pid, path, host)
     return 0
-
-
-def resolve_in_root(root: Path, path: str) -> Path:
-    """`path` inside the tree at `root`, following its symbolic links as the container would see them:
-    an absolute link restarts at `root` and `..` stops there, so a container's links never lead a copy
-    out to the host's files."""
-    from pathlib import PurePosixPath
-
-    parts = [p for p in PurePosixPath(path).parts if p != "/"]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if candidate.is_symlink():
-            links += 1
-            if links > 40:
-                raise ComposerError(f"cp: too many levels of symbolic links in {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in PurePosixPath(target).parts if p != "/"] + parts
-        else:
-            resolved.append(part)
-    return root.joinpath(*resolved)

@@ -12,6 +12,7 @@ Every wait is bounded; nothing asserts on durations (benchmarks live in bench/).
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 import urllib.request
@@ -1215,6 +1217,55 @@ def test_run_and_cp(compose: Compose, tmp_path: Path) -> None:
     compose.exec("app", "sh", "-c", "ln -s / /tmp/root && echo inside > /tmp/out.txt")
     compose.ok("cp", "app:/tmp/root/tmp/out.txt", str(tmp_path / "out.txt"))  # the link stays inside
     assert (tmp_path / "out.txt").read_text() == "inside\n"
+    cp_folders_and_tar_streams(compose, tmp_path)
+
+
+def cp_folders_and_tar_streams(compose: Compose, tmp_path: Path) -> None:
+    """Folders both ways (into an existing folder: under their own name), a container's link that
+    would lead a copy into it onto the host's files, and tar streams on stdin and stdout."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "a.txt").write_text("a\n")
+    (tree / "link").symlink_to("sub/a.txt")
+    compose.ok("cp", str(tree), "app:/srv")  # /srv does not exist: the folder becomes /srv
+    compose.ok("cp", str(tree), "app:/srv")  # now it does: /srv/tree
+    listing = "cd /srv && find . | sort && readlink link && stat -c '%u:%g' sub/a.txt && cat tree/sub/a.txt"
+    assert compose.exec("app", "sh", "-c", listing).split() == [
+        ".", "./link", "./sub", "./sub/a.txt", "./tree", "./tree/link", "./tree/sub", "./tree/sub/a.txt",
+        "sub/a.txt", "0:0", "a",
+    ]  # fmt: skip
+    back = tmp_path / "back"
+    compose.ok("cp", "app:/srv", str(back))
+    assert (back / "tree" / "sub" / "a.txt").read_text() == "a\n" and os.readlink(
+        back / "link"
+    ) == "sub/a.txt"
+    # the container prepares /drop/tree/sub as a link to its / : what the copy writes there stays inside
+    marker = f"composer-escape-{os.getpid()}.txt"
+    (tree / "sub" / marker).write_text("never on the host\n")
+    compose.exec("app", "sh", "-c", "mkdir -p /drop/tree && ln -s / /drop/tree/sub")
+    compose.run("cp", str(tree), "app:/drop")  # refused or contained: never the host's /
+    assert not Path("/", marker).exists()
+    # tar streams: out on stdout (its top member named as the source), in on stdin (into a folder)
+    argv = [sys.executable, "-m", "composer", *compose.argv("cp", "app:/srv/sub", "-")]
+    out = subprocess.run(argv, cwd=compose.dir, capture_output=True, check=True, timeout=60).stdout
+    with tarfile.open(fileobj=io.BytesIO(out)) as archive:
+        assert sorted(archive.getnames()) == ["sub", "sub/a.txt"]
+        assert archive.extractfile("sub/a.txt").read() == b"a\n"  # type: ignore[union-attr]
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w") as archive:
+        data = b"from stdin\n"
+        info = tarfile.TarInfo("streamed/file.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    argv = [sys.executable, "-m", "composer", *compose.argv("cp", "-", "app:/tmp")]
+    subprocess.run(
+        argv, cwd=compose.dir, input=stream.getvalue(), capture_output=True, check=True, timeout=60
+    )
+    assert compose.exec("app", "cat", "/tmp/streamed/file.txt") == "from stdin\n"
+    not_a_folder = compose.run("cp", "-", "app:/tmp/streamed/file.txt", input="")
+    assert not_a_folder.code != 0 and "must be a folder" in not_a_folder.err, str(not_a_folder)
+    missing = compose.run("cp", "app:/nowhere", str(tmp_path / "x"))
+    assert missing.code != 0 and "/nowhere does not exist" in missing.err and "Traceback" not in missing.err
 
 
 def test_up_builds_what_is_missing_and_rebuilds_with_build(compose: Compose) -> None:

@@ -156,24 +156,6 @@ def test_control_frames_round_trip_a_request_and_its_answers(tmp_path: Path, cli
     trio.run(main)
 
 
-def test_cp_resolves_links_inside_the_container_root(tmp_path: Path) -> None:
-    from composer.app.lifecycle import resolve_in_root
-
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "data").mkdir()
-    (root / "etc" / "escape").symlink_to("/")  # absolute: the container's /, not the host's
-    (root / "etc" / "up").symlink_to("../../../..")
-    (root / "link").symlink_to("data")
-    assert resolve_in_root(root, "/etc/escape/etc/passwd") == root / "etc" / "passwd"
-    assert resolve_in_root(root, "/etc/up/x") == root / "x"
-    assert resolve_in_root(root, "link/file") == root / "data" / "file"
-    assert resolve_in_root(root, "/../../etc") == root / "etc"
-    (root / "loop").symlink_to("loop")
-    with pytest.raises(Exception, match="symbolic links"):
-        resolve_in_root(root, "/loop")
-
-
 def test_an_early_supervisor_that_died_before_its_name_is_let_go() -> None:
     """`up` names the supervisor it started before the load; if that process is gone (its imports
     failed, somebody killed it), naming it must not end in a BrokenPipeError: it is reaped and the
