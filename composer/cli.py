@@ -308,6 +308,8 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[_Parser]) -> No
 
     cp = command("cp", "copy files between a running container and the host")
     cp.add_argument("--index", type=int, default=1, help="which container of the service (default 1)")
+    cp.add_argument("-a", "--archive", action="store_true", help="keep the files' owners (uid/gid)")
+    cp.add_argument("-L", "--follow-link", action="store_true", help="copy what SRC links to, not the link")
     cp.add_argument("source", metavar="SRC", help="SERVICE:PATH, a host path, or - (a tar stream on stdin)")
     cp.add_argument("dest", metavar="DEST", help="SERVICE:PATH, a host path, or - (a tar stream on stdout)")
 
@@ -498,8 +500,9 @@ def _run_lifecycle(options: GlobalOptions, args: argparse.Namespace) -> int | No
         return lifecycle.run(options, run, cwd=cwd, environ=environ)
     if command == "cp":
         return lifecycle.cp(
-            options, source=args.source, dest=args.dest, index=args.index, cwd=cwd, environ=environ
-        )
+            options, source=args.source, dest=args.dest, index=args.index, archive=args.archive,
+            follow=args.follow_link, cwd=cwd, environ=environ,
+        )  # fmt: skip
     if command == "port":
         return lifecycle.port(options, service=args.service, private_port=args.private_port,
                               protocol=args.protocol, index=args.index, cwd=cwd, environ=environ)  # fmt: skip

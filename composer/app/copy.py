@@ -28,22 +28,24 @@ __all__ = ["copy_in", "copy_out"]
 _CHUNK = 1 << 16
 
 
-def copy_in(pid: int, source: str, dest: str) -> None:
+def copy_in(pid: int, source: str, dest: str, *, archive: bool = False, follow: bool = False) -> None:
     """Host path `source` (or `-`: a tar stream on stdin, unpacked into the folder `dest`) into the
-    container of `pid` at `dest`."""
+    container of `pid` at `dest`; owned by root unless `archive` (the source's owners kept); a link
+    as `source` is copied as a link unless `follow`."""
+    owner = None if archive else (0, 0)
     if source == "-":
-        _finish(_start_in_root(pid, lambda: _unpack_into_folder(sys.stdin.buffer, dest)))
+        _finish(_start_in_root(pid, lambda: _unpack_into_folder(sys.stdin.buffer, dest, owner=owner)))
         return
     if not os.path.lexists(source):
         raise ComposerError(f"cp: {source} does not exist")
     read_end, write_end = os.pipe()
     # the child unpacks while this process packs; the pipe carries the archive between them
     child = _start_in_root(
-        pid, lambda: _unpack_as(os.fdopen(read_end, "rb"), dest, owner=(0, 0)), close=(write_end,)
+        pid, lambda: _unpack_as(os.fdopen(read_end, "rb"), dest, owner=owner), close=(write_end,)
     )
     os.close(read_end)
     try:
-        _pack(source, os.path.basename(os.path.normpath(source)), os.fdopen(write_end, "wb"))
+        _pack(source, os.path.basename(os.path.normpath(source)), os.fdopen(write_end, "wb"), follow=follow)
     except BrokenPipeError:
         pass  # the child stopped reading: its report says why
     except (tarfile.TarError, OSError) as exc:
@@ -52,11 +54,14 @@ def copy_in(pid: int, source: str, dest: str) -> None:
     _finish(child)
 
 
-def copy_out(pid: int, source: str, dest: str) -> None:
-    """`source` in the container of `pid` to the host path `dest` (or `-`: a tar stream on stdout)."""
+def copy_out(pid: int, source: str, dest: str, *, archive: bool = False, follow: bool = False) -> None:
+    """`source` in the container of `pid` to the host path `dest` (or `-`: a tar stream on stdout);
+    owned by the caller unless `archive`; a link as `source` is copied as a link unless `follow`."""
     read_end, write_end = os.pipe()
     name = os.path.basename(os.path.normpath(source)) or "."
-    child = _start_in_root(pid, lambda: _pack(source, name, os.fdopen(write_end, "wb")), close=(read_end,))
+    child = _start_in_root(
+        pid, lambda: _pack(source, name, os.fdopen(write_end, "wb"), follow=follow), close=(read_end,)
+    )
     os.close(write_end)
     try:
         with os.fdopen(read_end, "rb") as stream:
@@ -66,7 +71,7 @@ def copy_out(pid: int, source: str, dest: str) -> None:
                     out.write(chunk)
                 out.flush()
             else:
-                _unpack_as(stream, dest, owner=(os.getuid(), os.getgid()), host=True)
+                _unpack_as(stream, dest, owner=None if archive else (os.getuid(), os.getgid()), host=True)
     except (tarfile.TarError, ComposerError, OSError) as exc:
         _finish(child, failed=True)  # the child's own failure first: it is the cause (a missing source)
         raise ComposerError(f"cp: {dest}: {exc}") from None
@@ -76,17 +81,17 @@ def copy_out(pid: int, source: str, dest: str) -> None:
 # --- the two ends of the stream -------------------------------------------------------------------------
 
 
-def _pack(path: str, name: str, stream: IO[bytes]) -> None:
-    """`path` (its last link followed, as composer's cp always did) as a tar stream whose top member is
-    `name`; links below it stay links."""
+def _pack(path: str, name: str, stream: IO[bytes], *, follow: bool) -> None:
+    """`path` as a tar stream whose top member is `name`; links in it stay links, and so does `path`
+    itself unless `follow` (`cp -L`), as Docker copies."""
     with stream:
         if not os.path.lexists(path):
             raise ComposerError(f"{path} does not exist")
         with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-            archive.add(os.path.realpath(path), arcname=name)
+            archive.add(os.path.realpath(path) if follow else path, arcname=name)
 
 
-def _unpack_as(stream: IO[bytes], dest: str, *, owner: tuple[int, int], host: bool = False) -> None:
+def _unpack_as(stream: IO[bytes], dest: str, *, owner: tuple[int, int] | None, host: bool = False) -> None:
     """A stream from `_pack` at `dest` as `cp -r` places it: `dest` itself, or inside it if it is a
     folder (then under the stream's own top name)."""
     with stream, tarfile.open(fileobj=stream, mode="r|") as archive:
@@ -105,22 +110,30 @@ def _unpack_as(stream: IO[bytes], dest: str, *, owner: tuple[int, int], host: bo
                      owner=owner, host=host)  # fmt: skip
 
 
-def _unpack_into_folder(stream: IO[bytes], dest: str) -> None:
+def _unpack_into_folder(stream: IO[bytes], dest: str, *, owner: tuple[int, int] | None) -> None:
     """`cp - SERVICE:DEST`: a tar stream's members unpacked into the folder `dest`, as Docker does."""
     if not os.path.isdir(dest):
         raise ComposerError(f"{dest}: the destination of a tar stream must be a folder")
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
-            _extract(archive, member, dest, owner=(0, 0), host=False)
+            _extract(archive, member, dest, owner=owner, host=False)
 
 
 def _extract(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, folder: str, *, owner: tuple[int, int], host: bool
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    folder: str,
+    *,
+    owner: tuple[int, int] | None,
+    host: bool,
 ) -> None:
     """One member under `folder`, never outside it (tarfile's `tar` filter: no absolute or `..` name,
-    no path through a link that leaves it), owned by `owner`. On the host a hard link must also stay
-    inside (the `data` filter's rule); a symbolic link is copied as it is, as Docker copies it."""
-    member = member.replace(uid=owner[0], gid=owner[1], uname="", gname="", deep=False)
+    no path through a link that leaves it), owned by `owner` (None: the member's own numeric ids).
+    On the host a hard link must also stay inside (the `data` filter's rule); a symbolic link is
+    copied as it is, as Docker copies it."""
+    if owner is not None:
+        member = member.replace(uid=owner[0], gid=owner[1], deep=False)
+    member = member.replace(uname="", gname="", deep=False)
     check = tarfile.data_filter if host and member.islnk() else tarfile.tar_filter
     try:
         kept = check(member, folder)

@@ -1604,7 +1604,15 @@ def run(options: GlobalOptions, args: RunArgs, *, cwd: str, environ: Mapping[str
 
 
 def cp(
-    options: GlobalOptions, *, source: str, dest: str, index: int, cwd: str, environ: Mapping[str, str]
+    options: GlobalOptions,
+    *,
+    source: str,
+    dest: str,
+    index: int,
+    archive: bool = False,
+    follow: bool = False,
+    cwd: str,
+    environ: Mapping[str, str],
 ) -> int:
     """`composer cp SERVICE:SRC DEST|-` or `cp SRC|- SERVICE:DEST`: copy to or from a running container
     (composer/app/copy.py: the container's side runs chrooted into its root)."""
@@ -1622,7 +1630,7 @@ def cp(
     host = source if into else dest
     host = host if host == "-" else os.path.join(cwd, host) + ("/" if host.endswith("/") else "")
     if into:
-        copy.copy_in(found[0].pid, host, path)
+        copy.copy_in(found[0].pid, host, path, archive=archive, follow=follow)
     else:
-        copy.copy_out(found[0].pid, path, host)
+        copy.copy_out(found[0].pid, path, host, archive=archive, follow=follow)
     return 0

@@ -1264,6 +1264,23 @@ def cp_folders_and_tar_streams(compose: Compose, tmp_path: Path) -> None:
     assert compose.exec("app", "cat", "/tmp/streamed/file.txt") == "from stdin\n"
     not_a_folder = compose.run("cp", "-", "app:/tmp/streamed/file.txt", input="")
     assert not_a_folder.code != 0 and "must be a folder" in not_a_folder.err, str(not_a_folder)
+    # a link as SRC is copied as a link, what it points to with -L; -a keeps the owners
+    compose.exec(
+        "app", "sh", "-c", "echo target > /tmp/t.txt && ln -s /tmp/t.txt /tmp/l && chown 123:45 /tmp/t.txt"
+    )
+    compose.ok("cp", "app:/tmp/l", str(tmp_path / "l"))
+    assert os.readlink(tmp_path / "l") == "/tmp/t.txt"
+    compose.ok("cp", "-L", "app:/tmp/l", str(tmp_path / "followed"))
+    assert (tmp_path / "followed").read_text() == "target\n" and (tmp_path / "followed").stat().st_uid == 0
+    compose.ok("cp", "-a", "-L", "app:/tmp/l", str(tmp_path / "kept"))
+    assert ((tmp_path / "kept").stat().st_uid, (tmp_path / "kept").stat().st_gid) == (123, 45)
+    owned = tmp_path / "owned.txt"
+    owned.write_text("owned\n")
+    os.chown(owned, 1234, 567)
+    compose.ok("cp", "-a", str(owned), "app:/tmp/")
+    compose.ok("cp", str(owned), "app:/tmp/root-owned.txt")
+    ids = compose.exec("app", "stat", "-c", "%u:%g", "/tmp/owned.txt", "/tmp/root-owned.txt").split()
+    assert ids == ["1234:567", "0:0"]
     missing = compose.run("cp", "app:/nowhere", str(tmp_path / "x"))
     assert missing.code != 0 and "/nowhere does not exist" in missing.err and "Traceback" not in missing.err
 
