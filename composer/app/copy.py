@@ -15,6 +15,7 @@ A copied file or folder lands as `cp -r` would put it: at DEST, or inside DEST w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tarfile
@@ -49,7 +50,9 @@ def copy_in(pid: int, source: str, dest: str, *, archive: bool = False, follow: 
     except BrokenPipeError:
         pass  # the child stopped reading: its report says why
     except (tarfile.TarError, OSError) as exc:
-        _finish(child, failed=True)
+        # the cause is here (a file that cannot be read): the child only saw the stream end early
+        with contextlib.suppress(ComposerError):
+            _finish(child, failed=True)
         raise ComposerError(f"cp: {source}: {exc}") from None
     _finish(child)
 
@@ -133,7 +136,6 @@ def _extract(
     copied as it is, as Docker copies it."""
     if owner is not None:
         member = member.replace(uid=owner[0], gid=owner[1], deep=False)
-    member = member.replace(uname="", gname="", deep=False)
     check = tarfile.data_filter if host and member.islnk() else tarfile.tar_filter
     try:
         kept = check(member, folder)

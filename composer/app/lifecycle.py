@@ -1628,7 +1628,7 @@ def cp(
     if not found or found[0].observed_state() not in ("running", "paused") or found[0].pid is None:
         raise ComposerError(f"service {service!r} has no running container number {index}")
     host = source if into else dest
-    host = host if host == "-" else os.path.join(cwd, host) + ("/" if host.endswith("/") else "")
+    host = host if host == "-" else os.path.join(cwd, host)  # keeps a trailing "/": DEST must be a folder
     if into:
         copy.copy_in(found[0].pid, host, path, archive=archive, follow=follow)
     else:
